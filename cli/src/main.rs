@@ -1,1 +1,295 @@
-fn main() {}
+//! `mezzo`: the one Mezzo binary.
+//!
+//! Subcommands: `master`, `agent`, `executor` (started by the agent, one per
+//! task) and `local` (a standalone master plus one agent in one process).
+//! Every flag can also be given as a `MEZZO_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mezzo_agent::AgentConfig;
+use mezzo_isolators::IsolationKind;
+use mezzo_master::MasterConfig;
+use mezzo_proto::Resources;
+
+#[derive(Parser)]
+#[command(
+    name = "mezzo",
+    version,
+    about = "Mezzo: a two-level cluster resource scheduler in the line of Apache Mesos"
+)]
+struct Cli {
+    /// Log filter, RUST_LOG syntax (e.g. `info,mezzo_master=debug`).
+    #[arg(long, global = true, env = "MEZZO_LOG", default_value = "info")]
+    log: String,
+    /// Log format.
+    #[arg(long, global = true, env = "MEZZO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a master.
+    Master(MasterArgs),
+    /// Run an agent.
+    Agent(AgentArgs),
+    /// Run one task's executor (started by the agent; not for humans).
+    Executor(ExecutorArgs),
+    /// Run a standalone master and one agent on this machine.
+    Local(LocalArgs),
+}
+
+/// Flags shared by `master` and `local`.
+#[derive(Args, Clone)]
+struct MasterFlags {
+    /// Batch allocation interval (Mesos `--allocation_interval`), e.g. `1s`, `250ms`.
+    #[arg(long, env = "MEZZO_ALLOCATION_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    allocation_interval: Duration,
+    /// Rescind offers not used within this time (unset: offers never time out).
+    #[arg(long, env = "MEZZO_OFFER_TIMEOUT", value_parser = parse_duration)]
+    offer_timeout: Option<Duration>,
+    /// Interval of the master's pings to agents.
+    #[arg(long, env = "MEZZO_AGENT_PING_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    agent_ping_timeout: Duration,
+    /// Missed pings after which an agent is unreachable.
+    #[arg(long, env = "MEZZO_MAX_AGENT_PING_TIMEOUTS", default_value_t = 5)]
+    max_agent_ping_timeouts: u32,
+    /// Heartbeat interval for framework event streams.
+    #[arg(long, env = "MEZZO_FRAMEWORK_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    framework_heartbeat_interval: Duration,
+    /// Role weights, `role1=2,role2=0.5`.
+    #[arg(long, env = "MEZZO_WEIGHTS", default_value = "")]
+    weights: String,
+}
+
+#[derive(Args)]
+struct MasterArgs {
+    /// IP to listen on.
+    #[arg(long, env = "MEZZO_IP", default_value = "127.0.0.1")]
+    ip: std::net::IpAddr,
+    /// Port for gRPC and HTTP (0 = any free port).
+    #[arg(long, env = "MEZZO_PORT", default_value_t = 5050)]
+    port: u16,
+    /// Hostname advertised to agents and frameworks.
+    #[arg(long, env = "MEZZO_HOSTNAME")]
+    hostname: Option<String>,
+    #[command(flatten)]
+    flags: MasterFlags,
+}
+
+/// Flags shared by `agent` and `local`.
+#[derive(Args, Clone)]
+struct AgentFlags {
+    /// Resources in Mesos syntax, e.g. `cpus:2;mem:1024;disk:1000;ports:[31000-31100]` (detected if unset).
+    #[arg(long, env = "MEZZO_RESOURCES")]
+    resources: Option<String>,
+    /// Attributes in Mesos syntax, e.g. `rack:r1;zone:a`.
+    #[arg(long, env = "MEZZO_ATTRIBUTES", default_value = "")]
+    attributes: String,
+    /// `cgroups` (default when usable) or `posix`.
+    #[arg(long, env = "MEZZO_ISOLATION")]
+    isolation: Option<String>,
+    /// Cgroup name under each hierarchy (Mesos `--cgroups_root`).
+    #[arg(long, env = "MEZZO_CGROUPS_ROOT", default_value = "mezzo")]
+    cgroups_root: String,
+    /// Enforce hard cpu limits with a CFS quota.
+    #[arg(long, env = "MEZZO_CGROUPS_ENABLE_CFS")]
+    cgroups_enable_cfs: bool,
+    /// Maximum processes per task (pids cgroup).
+    #[arg(long, env = "MEZZO_PIDS_MAX")]
+    pids_max: Option<u64>,
+    /// Re-send unacknowledged status updates after this long.
+    #[arg(long, env = "MEZZO_STATUS_UPDATE_RETRY_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    status_update_retry_interval: Duration,
+    /// Hostname reported to the master.
+    #[arg(long, env = "MEZZO_AGENT_HOSTNAME")]
+    hostname: Option<String>,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// The master, `host:port`.
+    #[arg(long, env = "MEZZO_MASTER")]
+    master: String,
+    /// Directory for sandboxes and checkpoints.
+    #[arg(long, env = "MEZZO_WORK_DIR", default_value = "/var/lib/mezzo")]
+    work_dir: PathBuf,
+    #[command(flatten)]
+    flags: AgentFlags,
+}
+
+#[derive(Args)]
+struct ExecutorArgs {
+    /// The executor spec written by the agent.
+    #[arg(long)]
+    spec: PathBuf,
+}
+
+#[derive(Args)]
+struct LocalArgs {
+    /// Master port (0 = any free port).
+    #[arg(long, env = "MEZZO_PORT", default_value_t = 5050)]
+    port: u16,
+    /// Agent work directory.
+    #[arg(long, env = "MEZZO_WORK_DIR", default_value = "/tmp/mezzo-local")]
+    work_dir: PathBuf,
+    #[command(flatten)]
+    master: MasterFlags,
+    #[command(flatten)]
+    agent: AgentFlags,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration '{s}': {e}"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    match cli.command {
+        Command::Executor(args) => {
+            let code = mezzo_agent::executor::main(&args.spec)?;
+            std::process::exit(code);
+        }
+        Command::Master(args) => runtime()?.block_on(run_master(args)),
+        Command::Agent(args) => runtime()?.block_on(run_agent(args)),
+        Command::Local(args) => runtime()?.block_on(run_local(args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn master_config(
+    listen: SocketAddr,
+    hostname: Option<String>,
+    f: &MasterFlags,
+) -> Result<MasterConfig> {
+    Ok(MasterConfig {
+        listen,
+        hostname,
+        allocation_interval: f.allocation_interval,
+        offer_timeout: f.offer_timeout,
+        agent_ping_timeout: f.agent_ping_timeout,
+        max_agent_ping_timeouts: f.max_agent_ping_timeouts,
+        framework_heartbeat_interval: f.framework_heartbeat_interval,
+        weights: mezzo_master::parse_weights(&f.weights).map_err(|e| anyhow!("--weights: {e}"))?,
+        ..MasterConfig::default()
+    })
+}
+
+fn agent_config(master: String, work_dir: PathBuf, f: &AgentFlags) -> Result<AgentConfig> {
+    let mut c = AgentConfig::new(master, work_dir)?;
+    if let Some(r) = &f.resources {
+        let parsed = Resources::parse(r).map_err(|e| anyhow!("--resources: {e}"))?;
+        // Unspecified standard resources keep their detected values, as in Mesos.
+        let mut merged = parsed.clone();
+        for name in ["cpus", "mem", "disk"] {
+            if parsed.scalar(name) == 0.0 {
+                merged.add_scalar(name, c.resources.scalar(name));
+            }
+        }
+        if parsed.ranges("ports").is_empty() {
+            merged.add_ranges("ports", &c.resources.ranges("ports"));
+        }
+        c.resources = merged;
+    }
+    c.attributes = mezzo_proto::resources::parse_attributes(&f.attributes)
+        .map_err(|e| anyhow!("--attributes: {e}"))?;
+    if let Some(iso) = &f.isolation {
+        c.isolation = iso
+            .parse::<IsolationKind>()
+            .map_err(|e| anyhow!("--isolation: {e}"))?;
+    }
+    c.cgroups_root = f.cgroups_root.clone();
+    c.enable_cfs = f.cgroups_enable_cfs;
+    c.pids_max = f.pids_max;
+    c.status_update_retry_interval = f.status_update_retry_interval;
+    if let Some(h) = &f.hostname {
+        c.hostname = h.clone();
+    }
+    Ok(c)
+}
+
+async fn run_master(args: MasterArgs) -> Result<()> {
+    let config = master_config(
+        SocketAddr::new(args.ip, args.port),
+        args.hostname,
+        &args.flags,
+    )?;
+    let master = mezzo_master::start(config).await?;
+    println!("master: http://{}", master.addr);
+    master.wait().await.context("master server")
+}
+
+async fn run_agent(args: AgentArgs) -> Result<()> {
+    let config = agent_config(args.master, args.work_dir, &args.flags)?;
+    println!("agent: work dir {}", config.work_dir.display());
+    mezzo_agent::run(config).await.context("agent")
+}
+
+async fn run_local(args: LocalArgs) -> Result<()> {
+    let config = master_config(
+        SocketAddr::from(([127, 0, 0, 1], args.port)),
+        Some("127.0.0.1".into()),
+        &args.master,
+    )?;
+    let master = mezzo_master::start(config).await?;
+    let url = format!("http://{}", master.addr);
+    let mut agent = agent_config(master.addr.to_string(), args.work_dir, &args.agent)?;
+    agent.hostname = args
+        .agent
+        .hostname
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    println!("master: {url}");
+    println!("master state: {url}/master/state");
+    println!(
+        "agent: work dir {} ({}, {})",
+        agent.work_dir.display(),
+        agent.resources,
+        agent.isolation
+    );
+    println!(
+        "try: cargo run --release -p mezzo-sdk --example launch -- --master {} --tasks 50",
+        master.addr
+    );
+    tokio::select! {
+        r = master.wait() => r.context("master server"),
+        r = mezzo_agent::run(agent) => r.context("agent"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

@@ -1,1 +1,120 @@
-//! placeholder
+//! The Mezzo master: collects agents' resources, offers them to frameworks
+//! with a Dominant Resource Fairness allocator, and relays launches, kills
+//! and status updates.
+//!
+//! Layout:
+//! * [`actor`]: the single owner of cluster state (agents, frameworks, tasks,
+//!   offers, filters); everything else talks to it through messages;
+//! * [`allocator`]: a pure function from free resources and shares to offers;
+//! * `grpc` / `http`: thin adapters serving gRPC and JSON on ONE port.
+//!
+//! Invariant: only the actor mutates cluster state; the allocator does no I/O.
+
+pub mod actor;
+pub mod allocator;
+pub mod config;
+mod grpc;
+mod http;
+
+use std::net::SocketAddr;
+
+use mezzo_proto::v1;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::info;
+
+pub use config::{parse_weights, MasterConfig};
+
+/// The Mesos API level Mezzo speaks; clients such as pymesos read it from
+/// `/version` to pick their protocol.
+pub const MESOS_COMPAT_VERSION: &str = "1.11.0";
+
+/// Errors returned by master calls; mapped to gRPC/HTTP codes at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// The request is malformed; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The framework, task or offer does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The call is not allowed in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A bug: state the actor expected is missing.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Binding or serving failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address we tried.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running master.
+pub struct RunningMaster {
+    /// The address gRPC and HTTP are served on.
+    pub addr: SocketAddr,
+    /// The master's id.
+    pub id: String,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningMaster {
+    /// Waits until the server stops (it normally runs forever).
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Binds the listener, starts the actor and serves gRPC + HTTP on one port.
+pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| MasterError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| MasterError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let info = v1::MasterInfo {
+        id: id.clone(),
+        ip: addr.ip().to_string(),
+        port: u32::from(addr.port()),
+        hostname: config
+            .hostname
+            .clone()
+            .unwrap_or_else(|| addr.ip().to_string()),
+        version: MESOS_COMPAT_VERSION.to_string(),
+        // Standalone masters lead forever in epoch 1.
+        epoch: 1,
+    };
+    let (cmd_tx, cmd_rx) = mpsc::channel(4096);
+    let (snap_tx, snap_rx) = watch::channel(actor::Snapshot::default());
+    let master = actor::Master::new(config, info);
+    tokio::spawn(actor::run(master, cmd_rx, snap_tx));
+
+    let handle = grpc::Handle { tx: cmd_tx };
+    let grpc_routes = tonic::service::Routes::new(
+        v1::agent_service_server::AgentServiceServer::new(handle.clone()),
+    )
+    .add_service(v1::scheduler_server::SchedulerServer::new(handle))
+    .prepare()
+    .into_axum_router();
+    let app = http::router(snap_rx).merge(grpc_routes);
+    info!(%addr, master.id = %id, "master listening (gRPC + HTTP)");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(RunningMaster { addr, id, server })
+}
