@@ -33,7 +33,7 @@ enum Event {
         epoch: u64,
         tx: MasterTx,
     },
-    MasterMessage(v1::MasterMessage),
+    MasterMessage(Box<v1::MasterMessage>),
     MasterDisconnected,
     ExecutorRegistered {
         container_id: String,
@@ -755,7 +755,7 @@ async fn attach_once(
     loop {
         match inbound.message().await {
             Ok(Some(msg)) => {
-                if events.send(Event::MasterMessage(msg)).is_err() {
+                if events.send(Event::MasterMessage(Box::new(msg))).is_err() {
                     return Ok(());
                 }
             }

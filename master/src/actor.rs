@@ -384,43 +384,41 @@ impl Master {
                 continue;
             };
             let resources = Resources::from_proto(&task.resources);
+            let declared_gone = fw.completed.iter().any(|c| c.info.task_id == task.task_id);
             match fw.tasks.get_mut(&task.task_id) {
-                Some(t) => {
-                    if matches!(t.state, TaskState::TaskUnreachable | TaskState::TaskLost)
-                        && !state.is_terminal()
-                    {
-                        if t.state == TaskState::TaskLost {
-                            // Non-partition-aware frameworks were told the task
-                            // is gone; Mesos kills such tasks when the agent returns.
-                            if let Some(a) = self.agents.get(agent_id) {
-                                a.send(
-                                    epoch,
-                                    master_message::Message::KillTask(v1::KillTask {
-                                        framework_id: fw.id.clone(),
-                                        task_id: task.task_id.clone(),
-                                        grace_period_seconds: None,
-                                    }),
-                                );
-                            }
-                            continue;
-                        }
-                        t.state = state;
-                        t.statuses.push((state, now_secs()));
-                        let status = v1::TaskStatus {
-                            task_id: task.task_id.clone(),
-                            state: state as i32,
-                            message: "Agent re-registered".into(),
-                            source: v1::StatusSource::SourceMaster as i32,
-                            reason: v1::StatusReason::ReasonReconciliation as i32,
-                            agent_id: agent_id.to_string(),
-                            timestamp: now_secs(),
-                            framework_id: fw.id.clone(),
-                            ..Default::default()
-                        };
-                        fw.send(
+                Some(t) if t.state == TaskState::TaskUnreachable && !state.is_terminal() => {
+                    t.state = state;
+                    t.statuses.push((state, now_secs()));
+                    let status = v1::TaskStatus {
+                        task_id: task.task_id.clone(),
+                        state: state as i32,
+                        message: "Agent re-registered".into(),
+                        source: v1::StatusSource::SourceMaster as i32,
+                        reason: v1::StatusReason::ReasonReconciliation as i32,
+                        agent_id: agent_id.to_string(),
+                        timestamp: now_secs(),
+                        framework_id: fw.id.clone(),
+                        ..Default::default()
+                    };
+                    fw.send(
+                        epoch,
+                        event::Event::Update(event::Update {
+                            status: Some(status),
+                        }),
+                    );
+                }
+                Some(_) => {}
+                None if declared_gone && !state.is_terminal() => {
+                    // The framework was told the task is gone (TASK_LOST to a
+                    // non-partition-aware framework): Mesos kills such tasks
+                    // when their agent comes back.
+                    if let Some(a) = self.agents.get(agent_id) {
+                        a.send(
                             epoch,
-                            event::Event::Update(event::Update {
-                                status: Some(status),
+                            master_message::Message::KillTask(v1::KillTask {
+                                framework_id: fw.id.clone(),
+                                task_id: task.task_id.clone(),
+                                grace_period_seconds: None,
                             }),
                         );
                     }

@@ -239,10 +239,8 @@ impl Resources {
                 continue;
             }
             match v1::ValueType::try_from(res.r#type) {
-                Ok(v1::ValueType::Scalar) => {
-                    if res.scalar.is_finite() && res.scalar > 0.0 {
-                        r.add_scalar(&res.name, res.scalar);
-                    }
+                Ok(v1::ValueType::Scalar) if res.scalar.is_finite() && res.scalar > 0.0 => {
+                    r.add_scalar(&res.name, res.scalar);
                 }
                 Ok(v1::ValueType::Ranges) => {
                     let set = RangeSet::from_ranges(res.ranges.iter().map(|x| (x.begin, x.end)));
@@ -401,7 +399,7 @@ impl Resources {
     pub fn shortfall(&self, other: &Resources) -> Vec<String> {
         let mut out = Vec::new();
         for (k, v) in &other.scalars {
-            if *v > 0 && !self.scalars.get(k).is_some_and(|mine| mine >= v) {
+            if *v > 0 && self.scalars.get(k).is_none_or(|mine| mine < v) {
                 out.push(k.clone());
             }
         }
