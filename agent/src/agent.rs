@@ -421,6 +421,7 @@ impl Agent {
             enable_cfs: self.config.enable_cfs,
             kill_grace_seconds: task.kill_grace_period_seconds.unwrap_or(3.0),
             recovery_timeout_seconds: self.config.recovery_timeout.as_secs_f64(),
+            health_check: task.health_check.as_ref().and_then(health_spec),
         };
         let run_dir = self.config.work_dir.join("runs").join(container_id);
         std::fs::create_dir_all(&run_dir).map_err(|e| AgentError::io(&run_dir, e))?;
@@ -600,6 +601,34 @@ impl Agent {
             let _ = std::fs::remove_file(run_dir.join("executor.json"));
         }
     }
+}
+
+/// Converts the wire health check; `None` for an unknown type.
+fn health_spec(h: &v1::HealthCheck) -> Option<crate::protocol::HealthSpec> {
+    let kind = match v1::HealthCheckType::try_from(h.r#type).ok()? {
+        v1::HealthCheckType::HealthCheckHttp => "http",
+        v1::HealthCheckType::HealthCheckTcp => "tcp",
+        v1::HealthCheckType::HealthCheckCommand => "command",
+        v1::HealthCheckType::HealthCheckUnknown => return None,
+    };
+    let or = |v: f64, d: f64| if v > 0.0 && v.is_finite() { v } else { d };
+    Some(crate::protocol::HealthSpec {
+        kind: kind.into(),
+        command: h.command.clone(),
+        port: u16::try_from(h.port).unwrap_or(0),
+        path: h.path.clone(),
+        // Marathon's defaults: 15 s delay-free start, 60 s interval, 20 s timeout,
+        // 3 failures, 300 s grace.
+        delay_seconds: h.delay_seconds.max(0.0),
+        interval_seconds: or(h.interval_seconds, 60.0),
+        timeout_seconds: or(h.timeout_seconds, 20.0),
+        consecutive_failures: if h.consecutive_failures == 0 {
+            3
+        } else {
+            h.consecutive_failures
+        },
+        grace_period_seconds: or(h.grace_period_seconds, 300.0),
+    })
 }
 
 /// `<work_dir>/sandboxes/<framework>/<executor>/<run>` (the executor id is the task id).

@@ -102,6 +102,28 @@ async fn run(spec: ExecutorSpec) -> Result<i32, AgentError> {
     }
     info!(task.id = %spec.task_id, pid = ?pid, "task started");
     link_tx.send(update("TASK_RUNNING", "", "REASON_NONE"));
+    let health = spec.health_check.clone().map(|hc| {
+        let tx = link_tx.clone();
+        tokio::spawn(crate::health::run(
+            hc,
+            spec.sandbox.clone(),
+            spec.env.clone(),
+            move |healthy, why| {
+                let msg = if healthy {
+                    "Health check passed".to_string()
+                } else {
+                    format!("Health check failed: {why}")
+                };
+                let mut u = update(
+                    "TASK_RUNNING",
+                    msg,
+                    "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
+                );
+                u.healthy = Some(healthy);
+                tx.send(u);
+            },
+        ))
+    });
 
     let mut kill_deadline: Option<Instant> = None;
     let mut killed_by_us = false;
@@ -125,6 +147,9 @@ async fn run(spec: ExecutorSpec) -> Result<i32, AgentError> {
             }
         }
     };
+    if let Some(h) = health {
+        h.abort();
+    }
     // Processes the task left behind die with it.
     signal_all(pid, container.as_deref(), libc::SIGKILL);
     let oom = container.as_deref().is_some_and(|c| c.oom_killed());

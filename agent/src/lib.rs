@@ -13,6 +13,7 @@
 
 mod agent;
 pub mod executor;
+pub mod health;
 pub mod protocol;
 
 use std::path::{Path, PathBuf};

@@ -49,6 +49,32 @@ pub struct ExecutorSpec {
     pub kill_grace_seconds: f64,
     /// How long to wait for a (restarted) agent before giving up.
     pub recovery_timeout_seconds: f64,
+    /// The task's health check, run by the executor next to the task.
+    #[serde(default)]
+    pub health_check: Option<HealthSpec>,
+}
+
+/// A health check as the executor runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// `http`, `tcp` or `command`.
+    pub kind: String,
+    /// Shell command (command checks).
+    pub command: String,
+    /// Port on 127.0.0.1 (http and tcp checks).
+    pub port: u16,
+    /// HTTP path.
+    pub path: String,
+    /// Seconds before the first check.
+    pub delay_seconds: f64,
+    /// Seconds between checks.
+    pub interval_seconds: f64,
+    /// Seconds before one check counts as failed.
+    pub timeout_seconds: f64,
+    /// Consecutive failures that make the task unhealthy.
+    pub consecutive_failures: u32,
+    /// Failures before the first success within this many seconds are ignored.
+    pub grace_period_seconds: f64,
 }
 
 /// One task status update as the executor reports it.
