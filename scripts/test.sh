@@ -8,6 +8,9 @@ export DEBIAN_FRONTEND=noninteractive
 scripts/setup.sh
 if ! command -v cargo >/dev/null 2>&1; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 
+echo "== python test clients"
+scripts/python-env.sh
+export MEZZO_PYTHON="$PWD/.venv/bin/python"
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
