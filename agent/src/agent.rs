@@ -66,6 +66,9 @@ struct TaskEntry {
     executor: Option<ExecTx>,
     kill_pending: Option<Option<f64>>,
     executor_exited: bool,
+    /// Pid of an executor found alive at recovery (not our child, so its
+    /// death is noticed by polling rather than by `wait`).
+    recovered_pid: Option<i32>,
 }
 
 struct Agent {
@@ -107,6 +110,7 @@ pub(crate) async fn run(config: AgentConfig, info: v1::AgentInfo) -> Result<(), 
         containers: HashMap::new(),
         events: ev_tx.clone(),
     };
+    agent.recover();
     tokio::spawn(master_loop(config.clone(), ev_tx.clone()));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -116,7 +120,10 @@ pub(crate) async fn run(config: AgentConfig, info: v1::AgentInfo) -> Result<(), 
                 Some(ev) => agent.handle(ev),
                 None => return Ok(()),
             },
-            _ = tick.tick() => agent.retry_updates(),
+            _ = tick.tick() => {
+                agent.retry_updates();
+                agent.check_recovered_executors();
+            }
         }
     }
 }
@@ -218,6 +225,7 @@ impl Agent {
                     return;
                 };
                 t.executor_exited = true;
+                t.recovered_pid = None;
                 if !t.state.is_terminal()
                     && !t
                         .updates
@@ -234,6 +242,7 @@ impl Agent {
                     );
                     self.enqueue(&key, st);
                 }
+                self.checkpoint(&key);
                 self.maybe_forget(&key);
             }
         }
@@ -287,6 +296,10 @@ impl Agent {
                 };
                 if t.updates.front().is_some_and(|h| h.status.uuid == a.uuid) {
                     t.updates.pop_front();
+                    self.checkpoint(&key);
+                    let Some(t) = self.tasks.get_mut(&key) else {
+                        return;
+                    };
                     debug!(task.id = %a.task_id, "status update acknowledged");
                     if let Some(next) = t.updates.front_mut() {
                         next.sent_at = None;
@@ -329,8 +342,10 @@ impl Agent {
                 executor: None,
                 kill_pending: None,
                 executor_exited: false,
+                recovered_pid: None,
             },
         );
+        self.checkpoint(&key);
         if let Err(e) = self.launch_executor(&framework, &task, &container_id) {
             warn!(task.id = %task.task_id, error = %e, "cannot launch the executor");
             let st = self.status(
@@ -457,6 +472,10 @@ impl Agent {
         let mut child = cmd
             .spawn()
             .map_err(|e| AgentError::io(&self.config.executor_binary, e))?;
+        if let Some(pid) = child.id() {
+            let pid_path = run_dir.join("executor.pid");
+            std::fs::write(&pid_path, pid.to_string()).map_err(|e| AgentError::io(&pid_path, e))?;
+        }
         let events = self.events.clone();
         let cid = container_id.to_string();
         // Reap the executor while we live; after an agent restart init does.
@@ -499,27 +518,28 @@ impl Agent {
         let uuid = uuid::Uuid::parse_str(&u.uuid)
             .map(|x| x.as_bytes().to_vec())
             .unwrap_or_default();
-        // Ack first in every case: duplicates after an executor reconnect
-        // are expected and must stop being re-sent.
-        if let Some(tx) = &t.executor {
-            let _ = tx.send(ToExecutor::Ack {
-                uuid: u.uuid.clone(),
-            });
+        let executor = t.executor.clone();
+        // Duplicates after an executor reconnect are expected: they are
+        // acked again but not queued twice.
+        let fresh = !uuid.is_empty()
+            && !t.updates.iter().any(|p| p.status.uuid == uuid)
+            && !t.state.is_terminal();
+        if fresh {
+            let state =
+                v1::TaskState::from_str_name(&u.state).unwrap_or(v1::TaskState::TaskUnknown);
+            let reason =
+                v1::StatusReason::from_str_name(&u.reason).unwrap_or(v1::StatusReason::ReasonNone);
+            let mut st = self.status(&key, state, &u.message, reason, u.exit_code);
+            st.uuid = uuid;
+            st.timestamp = u.timestamp;
+            st.healthy = u.healthy;
+            // Checkpointed by enqueue before the executor hears the ack, so
+            // an acked update is never only in memory.
+            self.enqueue(&key, st);
         }
-        if uuid.is_empty() || t.updates.iter().any(|p| p.status.uuid == uuid) {
-            return;
+        if let Some(tx) = executor {
+            let _ = tx.send(ToExecutor::Ack { uuid: u.uuid });
         }
-        let state = v1::TaskState::from_str_name(&u.state).unwrap_or(v1::TaskState::TaskUnknown);
-        if t.state.is_terminal() {
-            return;
-        }
-        let reason =
-            v1::StatusReason::from_str_name(&u.reason).unwrap_or(v1::StatusReason::ReasonNone);
-        let mut st = self.status(&key, state, &u.message, reason, u.exit_code);
-        st.uuid = uuid;
-        st.timestamp = u.timestamp;
-        st.healthy = u.healthy;
-        self.enqueue(&key, st);
     }
 
     fn status(
@@ -556,6 +576,7 @@ impl Agent {
             status,
             sent_at: None,
         });
+        self.checkpoint(key);
         self.retry_updates();
     }
 
@@ -599,8 +620,174 @@ impl Agent {
             self.containers.remove(&cid);
             let run_dir = self.config.work_dir.join("runs").join(&cid);
             let _ = std::fs::remove_file(run_dir.join("executor.json"));
+            let _ = std::fs::remove_file(self.checkpoint_path(&cid));
         }
     }
+
+    fn checkpoint_path(&self, container_id: &str) -> PathBuf {
+        self.config
+            .work_dir
+            .join("meta")
+            .join("tasks")
+            .join(format!("{container_id}.pb"))
+    }
+
+    /// Writes the task's checkpoint (temp file, fsync, rename), so a
+    /// restarted agent knows its tasks and their unacknowledged updates.
+    fn checkpoint(&self, key: &(String, String)) {
+        let Some(t) = self.tasks.get(key) else { return };
+        let record = v1::CheckpointedTask {
+            framework: self.frameworks.get(&t.framework_id).cloned(),
+            task: Some(t.info.clone()),
+            state: t.state as i32,
+            container_id: t.container_id.clone(),
+            pending_updates: t.updates.iter().map(|u| u.status.clone()).collect(),
+            executor_exited: t.executor_exited,
+        };
+        let path = self.checkpoint_path(&t.container_id);
+        if let Err(e) = write_atomic(&path, &prost::Message::encode_to_vec(&record)) {
+            warn!(error = %e, path = %path.display(), "cannot checkpoint task");
+        }
+    }
+
+    /// Loads checkpointed tasks after a restart. Live executors reconnect
+    /// by themselves; a task whose executor died meanwhile without a
+    /// terminal update is reported TASK_FAILED.
+    fn recover(&mut self) {
+        let dir = self.config.work_dir.join("meta").join("tasks");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut dead = Vec::new();
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "pb") {
+                continue;
+            }
+            let record = match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    <v1::CheckpointedTask as prost::Message>::decode(b.as_slice())
+                        .map_err(|e| e.to_string())
+                }) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "unreadable task checkpoint skipped");
+                    continue;
+                }
+            };
+            let (Some(framework), Some(task)) = (record.framework, record.task) else {
+                continue;
+            };
+            let key = (framework.id.clone(), task.task_id.clone());
+            let state = v1::TaskState::try_from(record.state).unwrap_or(v1::TaskState::TaskUnknown);
+            let pid = read_executor_pid(&self.config.work_dir, &record.container_id);
+            let alive = !record.executor_exited
+                && pid.is_some_and(|p| executor_alive(p, &record.container_id));
+            info!(task.id = %key.1, state = ?state, executor_alive = alive, "recovered task");
+            self.frameworks.insert(framework.id.clone(), framework);
+            self.containers
+                .insert(record.container_id.clone(), key.clone());
+            let terminal_queued = record
+                .pending_updates
+                .iter()
+                .any(|u| mezzo_proto::task_state(u).is_terminal());
+            self.tasks.insert(
+                key.clone(),
+                TaskEntry {
+                    framework_id: key.0.clone(),
+                    info: task,
+                    state,
+                    container_id: record.container_id,
+                    updates: record
+                        .pending_updates
+                        .into_iter()
+                        .map(|status| PendingUpdate {
+                            status,
+                            sent_at: None,
+                        })
+                        .collect(),
+                    executor: None,
+                    kill_pending: None,
+                    executor_exited: !alive,
+                    recovered_pid: if alive { pid } else { None },
+                },
+            );
+            if !alive && !state.is_terminal() && !terminal_queued {
+                dead.push(key);
+            }
+        }
+        for key in dead {
+            let st = self.status(
+                &key,
+                v1::TaskState::TaskFailed,
+                "Executor terminated while the agent was down",
+                v1::StatusReason::ReasonExecutorTerminated,
+                None,
+            );
+            self.enqueue(&key, st);
+        }
+    }
+
+    /// Recovered executors are not our children: poll whether they live.
+    fn check_recovered_executors(&mut self) {
+        let gone: Vec<String> = self
+            .tasks
+            .values()
+            .filter_map(|t| {
+                let pid = t.recovered_pid?;
+                (!executor_alive(pid, &t.container_id)).then(|| t.container_id.clone())
+            })
+            .collect();
+        for container_id in gone {
+            self.handle(Event::ExecutorExited {
+                container_id,
+                status: None,
+            });
+        }
+    }
+}
+
+fn read_executor_pid(work_dir: &Path, container_id: &str) -> Option<i32> {
+    std::fs::read_to_string(
+        work_dir
+            .join("runs")
+            .join(container_id)
+            .join("executor.pid"),
+    )
+    .ok()?
+    .trim()
+    .parse()
+    .ok()
+}
+
+/// True when `pid` is a live (non-zombie) executor of this container: the
+/// command line check guards against pid reuse.
+fn executor_alive(pid: i32, container_id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z"))
+        })
+        .unwrap_or(true);
+    !zombie && String::from_utf8_lossy(&cmdline).contains(container_id)
+}
+
+/// Writes `data` to `path` atomically: temp file, fsync, rename.
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Converts the wire health check; `None` for an unknown type.
