@@ -1,7 +1,7 @@
 //! Leader election for masters.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -10,8 +10,20 @@ use tracing::{debug, info, warn};
 use zookeeper_client::{Acls, Client, CreateMode, SessionState};
 
 use crate::detector::{observe, LeaderInfo};
+use crate::error::{Error, Result};
 use crate::url::ZkUrl;
-use crate::util::{connect, ensure_path, join, Backoff, ELECTION_LABEL};
+use crate::util::{connect, election_members, ensure_path, join, Backoff, ELECTION_LABEL};
+
+/// The session and epoch while leading; cleared on every non-leader state.
+type LeadingSlot = Arc<Mutex<Option<(Client, u64)>>>;
+
+fn take_slot(slot: &LeadingSlot) -> Option<(Client, u64)> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+fn read_slot(slot: &LeadingSlot) -> Option<(Client, u64)> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 /// What a [`Contender`] currently is. Only `Leader` allows acting as leader.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +77,7 @@ pub struct Contender {
     session_timeout: Duration,
     tx: Arc<watch::Sender<Leadership>>,
     stopped: Arc<AtomicBool>,
+    leading: LeadingSlot,
     withdraw: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -79,6 +92,7 @@ impl Contender {
         let (tx, rx) = watch::channel(Leadership::Connecting);
         let tx = Arc::new(tx);
         let stopped = Arc::new(AtomicBool::new(false));
+        let leading: LeadingSlot = Arc::new(Mutex::new(None));
         let (withdraw_tx, withdraw_rx) = oneshot::channel();
         let task = Task {
             url: url.clone(),
@@ -86,6 +100,7 @@ impl Contender {
             session_timeout,
             tx: tx.clone(),
             stopped: stopped.clone(),
+            leading: leading.clone(),
         };
         let handle = tokio::spawn(task.run(withdraw_rx));
         let contender = Contender {
@@ -93,6 +108,7 @@ impl Contender {
             session_timeout,
             tx,
             stopped,
+            leading,
             withdraw: Some(withdraw_tx),
             task: Some(handle),
         };
@@ -112,6 +128,25 @@ impl Contender {
     /// Another receiver of the state.
     pub fn subscribe(&self) -> watch::Receiver<Leadership> {
         self.tx.subscribe()
+    }
+
+    /// Confirms leadership with a round trip to ZooKeeper: the session is connected, the
+    /// node exists and is still the lowest (after a `sync`, so the read is not stale), and
+    /// the published state is `Leader` with that epoch. Returns the epoch, or
+    /// [`Error::NotLeader`] (or a connection error). Use before an irreversible action
+    /// when the watch value alone is not enough, e.g. right after the process was paused.
+    pub async fn confirm_leadership(&self) -> Result<u64> {
+        let Some((client, epoch)) = read_slot(&self.leading) else {
+            return Err(Error::NotLeader);
+        };
+        let path = &self.url.path;
+        client.sync(path).await.map_err(|e| Error::zk(path, e))?;
+        let children = client.list_children(path).await.map_err(|e| Error::zk(path, e))?;
+        let lowest = election_members(&children).first().map(|(s, _)| *s);
+        if lowest != Some(epoch) || self.tx.borrow().leader_epoch() != Some(epoch) {
+            return Err(Error::NotLeader);
+        }
+        Ok(epoch)
     }
 
     /// Leaves the election: publishes [`Leadership::Lost`] first (stop acting), then
@@ -138,6 +173,7 @@ impl Drop for Contender {
         // final value is Lost, whatever the task is doing right now.
         self.stopped.store(true, Ordering::SeqCst);
         self.tx.send_replace(Leadership::Lost);
+        drop(take_slot(&self.leading));
         if let Some(task) = self.task.take() {
             task.abort();
         }
@@ -156,6 +192,7 @@ struct Task {
     session_timeout: Duration,
     tx: Arc<watch::Sender<Leadership>>,
     stopped: Arc<AtomicBool>,
+    leading: LeadingSlot,
 }
 
 fn is_connected(s: SessionState) -> bool {
@@ -164,6 +201,9 @@ fn is_connected(s: SessionState) -> bool {
 
 impl Task {
     fn publish(&self, next: Leadership) {
+        if !next.is_leader() {
+            drop(take_slot(&self.leading));
+        }
         let stopped = &self.stopped;
         self.tx.send_if_modified(|cur| {
             if stopped.load(Ordering::SeqCst) || *cur == next {
@@ -263,6 +303,9 @@ impl Task {
                     // Never publish Leader from a view read before a disconnect.
                     if !is_connected(states.peek_state()) {
                         continue;
+                    }
+                    if let Some(epoch) = view.leader_epoch() {
+                        *self.leading.lock().unwrap_or_else(|e| e.into_inner()) = Some((client.clone(), epoch));
                     }
                     self.publish(view);
                     tokio::select! {

@@ -31,6 +31,23 @@ impl LeaderInfo {
         };
         LeaderInfo { epoch, data, json }
     }
+
+    /// The leader's `ip:port` from its MasterInfo JSON (`address` first,
+    /// as Mesos clients read it; `None` when the data has no address).
+    pub fn address(&self) -> Option<String> {
+        master_address(&self.json)
+    }
+}
+
+/// `ip:port` of a master from MasterInfo JSON (`address.{ip,port}`, falling
+/// back to `hostname` and `port`).
+pub fn master_address(json: &serde_json::Value) -> Option<String> {
+    let port = json["address"]["port"].as_u64().or_else(|| json["port"].as_u64())?;
+    let host = json["address"]["ip"]
+        .as_str()
+        .or_else(|| json["address"]["hostname"].as_str())
+        .or_else(|| json["hostname"].as_str())?;
+    Some(format!("{host}:{port}"))
 }
 
 /// One look at the election group, with a watch armed on the change that would alter it.

@@ -61,6 +61,9 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// The contender does not (or no longer) lead.
+    #[error("not the leader")]
+    NotLeader,
     /// Could not establish a ZooKeeper session.
     #[error("cannot connect to ZooKeeper at {servers}: {source}")]
     Connect {

@@ -48,7 +48,7 @@ mod url;
 mod util;
 
 pub use contender::{Contender, Leadership};
-pub use detector::{Detector, LeaderInfo};
+pub use detector::{master_address, Detector, LeaderInfo};
 pub use error::{Error, Result};
 pub use store::{ZkStore, MAX_VALUE_BYTES};
 pub use url::ZkUrl;

@@ -193,7 +193,7 @@ async fn detector_follows_leader_changes() {
     let seen = wait_for("detector follows to b", &mut det, |d| d.as_ref().is_some_and(|l| l.epoch != ea)).await.unwrap();
     assert!(seen.epoch > ea);
     assert_eq!(seen.json["id"], "b");
-    assert_eq!(brx.borrow().leader_epoch(), Some(seen.epoch));
+    wait_for("b leads", &mut brx, |l| l.leader_epoch() == Some(seen.epoch)).await;
 
     drop(b);
     wait_for("no leader left", &mut det, |d| d.is_none()).await;
@@ -254,4 +254,26 @@ async fn store_compare_and_set_refuses_stale_writers() {
     assert!(matches!(refused, Err(Error::Fenced { .. })), "{refused:?}");
     assert!(matches!(fenced.delete("agents/a1", 0).await, Err(Error::Fenced { .. })));
     assert_eq!(w2.get("registry").await.unwrap(), Some((b"fenced".to_vec(), 3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brief_disconnect_keeps_the_session_and_the_same_epoch() {
+    init_tracing();
+    let mut zk = ZkServer::start().expect("zookeeper starts");
+    let url = ZkUrl::parse(&zk.url("/brief")).unwrap();
+    // Long enough for the server to come back before the session expires (the server
+    // restores sessions from its data dir with a fresh timeout).
+    let session_timeout = Duration::from_secs(9);
+    let (contender, mut rx) = Contender::start(&url, master_info("m1", 5050), session_timeout);
+    let first = wait_for("leads", &mut rx, |l| l.is_leader()).await;
+    assert_eq!(contender.confirm_leadership().await, Ok(first.leader_epoch().unwrap()));
+
+    tokio::task::block_in_place(|| zk.stop());
+    wait_for("lost while disconnected", &mut rx, |l| *l == Leadership::Lost).await;
+    assert!(contender.confirm_leadership().await.is_err(), "no confirmation while disconnected");
+    tokio::task::block_in_place(|| zk.restart()).expect("zookeeper restarts");
+    let again = wait_for("leads again", &mut rx, |l| l.is_leader()).await;
+    assert_eq!(again, first, "same session, same node, same epoch");
+    assert_eq!(contender.confirm_leadership().await, Ok(first.leader_epoch().unwrap()));
+    contender.withdraw().await;
 }
