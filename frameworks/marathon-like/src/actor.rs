@@ -1,0 +1,332 @@
+//! The actor: the one task that owns the [`Core`]. HTTP handlers send it closures
+//! ([`Handle::call`]), the SDK scheduler sends it offers and updates ([`Sched`]), and a
+//! timer makes it plan. After each message it persists what changed, performs the
+//! effects (driver calls), publishes events, and only then answers the caller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mezzo_sdk::{async_trait, v1, Driver, Scheduler};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::state::{ApiError, AppRecord, Core, Deployment, Effect, Instance, Settings};
+use crate::store::{key_segment, Store};
+use crate::MarathonError;
+
+type Reply = Box<dyn FnOnce() + Send>;
+type Job = Box<dyn FnOnce(&mut Core, DateTime<Utc>) -> Reply + Send>;
+
+enum Msg {
+    Job(Job),
+    Subscribed(String),
+    Offers(Vec<v1::Offer>),
+    Update(Box<v1::TaskStatus>),
+    Disconnected,
+}
+
+/// A cloneable handle to the actor.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    tx: mpsc::UnboundedSender<Msg>,
+    events: broadcast::Sender<(String, Value)>,
+}
+
+impl Handle {
+    /// Runs `f` on the actor's state; the answer comes after the changes are durable.
+    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Core, DateTime<Utc>) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |core, now| {
+            let r = f(core, now);
+            Box::new(move || {
+                let _ = tx.send(r);
+            })
+        });
+        self.tx
+            .send(Msg::Job(job))
+            .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
+        rx.await
+            .map_err(|_| ApiError::Unavailable("shutting down".into()))
+    }
+
+    /// A receiver of every event from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<(String, Value)> {
+        self.events.subscribe()
+    }
+}
+
+/// The SDK scheduler: forwards everything to the actor and returns at once.
+pub(crate) struct Sched {
+    handle: Handle,
+}
+
+impl Sched {
+    pub(crate) fn new(handle: Handle) -> Sched {
+        Sched { handle }
+    }
+}
+
+#[async_trait]
+impl Scheduler for Sched {
+    async fn subscribed(&mut self, _driver: &Driver, framework_id: &str, _m: &v1::MasterInfo) {
+        info!(framework.id = framework_id, "subscribed");
+        let _ = self
+            .handle
+            .tx
+            .send(Msg::Subscribed(framework_id.to_string()));
+    }
+
+    async fn offers(&mut self, _driver: &Driver, offers: Vec<v1::Offer>) {
+        let _ = self.handle.tx.send(Msg::Offers(offers));
+    }
+
+    async fn update(&mut self, _driver: &Driver, status: &v1::TaskStatus) {
+        let _ = self.handle.tx.send(Msg::Update(Box::new(status.clone())));
+    }
+
+    async fn error(&mut self, _driver: &Driver, message: &str) {
+        warn!(%message, "error from the master");
+    }
+
+    async fn disconnected(&mut self, _driver: &Driver) {
+        warn!("disconnected from the master");
+        let _ = self.handle.tx.send(Msg::Disconnected);
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, MarathonError> {
+    serde_json::from_slice(bytes).map_err(|e| MarathonError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads the stored state.
+pub(crate) async fn load(store: &dyn Store, settings: Settings) -> Result<Core, MarathonError> {
+    let mut core = Core::new(settings);
+    if let Some(v) = store.get("framework-id").await? {
+        let id = String::from_utf8_lossy(&v.value).trim().to_string();
+        if !id.is_empty() {
+            core.framework_id = Some(id);
+        }
+    }
+    for key in store.list("apps").await? {
+        if let Some(v) = store.get(&key).await? {
+            let r: AppRecord = decode(&key, &v.value)?;
+            core.apps.insert(r.app.id.clone(), r);
+        }
+    }
+    for key in store.list("tasks").await? {
+        if let Some(v) = store.get(&key).await? {
+            let i: Instance = decode(&key, &v.value)?;
+            core.instances.insert(i.task_id.clone(), i);
+        }
+    }
+    for key in store.list("deployments").await? {
+        if let Some(v) = store.get(&key).await? {
+            let d: Deployment = decode(&key, &v.value)?;
+            core.deployments.push(d);
+        }
+    }
+    core.deployments.sort_by(|a, b| a.version.cmp(&b.version));
+    for key in store.list("groups").await? {
+        if let Some(v) = store.get(&key).await? {
+            let (id, deps): (String, Vec<String>) = decode(&key, &v.value)?;
+            core.groups.insert(id, deps);
+        }
+    }
+    info!(
+        apps = core.apps.len(),
+        tasks = core.instances.len(),
+        deployments = core.deployments.len(),
+        "state loaded"
+    );
+    Ok(core)
+}
+
+/// Starts the actor over `core`.
+pub(crate) fn spawn(
+    core: Core,
+    store: Arc<dyn Store>,
+    driver: Driver,
+    tick: Duration,
+    stop: watch::Receiver<bool>,
+) -> (Handle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (events, _) = broadcast::channel(1024);
+    let handle = Handle {
+        tx,
+        events: events.clone(),
+    };
+    let actor = Actor {
+        core,
+        store,
+        driver,
+        events,
+    };
+    (handle, tokio::spawn(actor.run(rx, tick, stop)))
+}
+
+struct Actor {
+    core: Core,
+    store: Arc<dyn Store>,
+    driver: Driver,
+    events: broadcast::Sender<(String, Value)>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        tick: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut replies: Vec<Reply> = Vec::new();
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.handle(msg, &mut replies);
+                    // Take whatever else is waiting, so one flush serves a burst.
+                    while let Ok(msg) = rx.try_recv() {
+                        self.handle(msg, &mut replies);
+                    }
+                }
+                _ = interval.tick() => self.core.tick(Utc::now()),
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            self.flush().await;
+            for reply in replies {
+                reply();
+            }
+            self.perform().await;
+            // Effects may have changed state (failed launches): persist that too.
+            self.flush().await;
+            for (kind, body) in self.core.events.drain(..) {
+                let _ = self.events.send((kind, body));
+            }
+        }
+        info!("marathon actor stopped");
+    }
+
+    fn handle(&mut self, msg: Msg, replies: &mut Vec<Reply>) {
+        let now = Utc::now();
+        match msg {
+            Msg::Job(job) => replies.push(job(&mut self.core, now)),
+            Msg::Subscribed(id) => self.core.on_subscribed(&id),
+            Msg::Offers(offers) => {
+                // Plan first, so the queue reflects the latest updates.
+                self.core.tick(now);
+                self.core.on_offers(offers, now);
+            }
+            Msg::Update(status) => {
+                self.core.on_update(&status, now);
+                self.core.tick(now);
+            }
+            Msg::Disconnected => self.core.on_disconnected(),
+        }
+    }
+
+    async fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.core.dirty);
+        if dirty.is_empty() {
+            return;
+        }
+        let store = self.store.as_ref();
+        let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        for id in &dirty.apps {
+            let value = self
+                .core
+                .apps
+                .get(id)
+                .and_then(|r| serde_json::to_vec(r).ok());
+            writes.push((format!("apps/{}", key_segment(id)), value));
+        }
+        for id in &dirty.instances {
+            let value = self
+                .core
+                .instances
+                .get(id)
+                .and_then(|r| serde_json::to_vec(r).ok());
+            writes.push((format!("tasks/{}", key_segment(id)), value));
+        }
+        for id in &dirty.deployments {
+            let value = self
+                .core
+                .deployments
+                .iter()
+                .find(|d| &d.id == id)
+                .and_then(|d| serde_json::to_vec(d).ok());
+            writes.push((format!("deployments/{}", key_segment(id)), value));
+        }
+        for id in &dirty.groups {
+            let value = self
+                .core
+                .groups
+                .get(id)
+                .and_then(|deps| serde_json::to_vec(&(id, deps)).ok());
+            writes.push((format!("groups/{}", key_segment(id)), value));
+        }
+        if dirty.framework_id {
+            if let Some(id) = &self.core.framework_id {
+                writes.push(("framework-id".into(), Some(id.as_bytes().to_vec())));
+            }
+        }
+        for (key, value) in writes {
+            let result = match &value {
+                Some(bytes) => store.put(&key, bytes, None).await.map(|_| ()),
+                None => store.delete(&key).await,
+            };
+            if let Err(e) = result {
+                error!(%key, error = %e, "persisting state failed");
+            }
+        }
+    }
+
+    async fn perform(&mut self) {
+        let effects = std::mem::take(&mut self.core.effects);
+        for effect in effects {
+            debug!(?effect, "effect");
+            let result = match effect {
+                Effect::Launch { offer_id, tasks } => {
+                    let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+                    let filters = v1::Filters {
+                        refuse_seconds: Some(1.0),
+                    };
+                    let r = self
+                        .driver
+                        .launch(vec![offer_id], tasks, Some(filters))
+                        .await;
+                    if r.is_err() {
+                        self.core.on_launch_failed(&ids);
+                    }
+                    r
+                }
+                Effect::Decline {
+                    offer_ids,
+                    refuse_seconds,
+                } => self.driver.decline(offer_ids, Some(refuse_seconds)).await,
+                Effect::Kill {
+                    task_id,
+                    agent_id,
+                    grace,
+                } => self.driver.kill(&task_id, &agent_id, grace).await,
+                Effect::Revive => self.driver.revive(Vec::new()).await,
+                Effect::Suppress => self.driver.suppress(Vec::new()).await,
+                Effect::Reconcile(tasks) => self.driver.reconcile(tasks).await,
+            };
+            if let Err(e) = result {
+                warn!(error = %e, "driver call failed");
+            }
+        }
+    }
+}
