@@ -85,7 +85,8 @@ pub struct Contender {
 impl Contender {
     /// Starts contending in a background task (needs a tokio runtime): connects, creates
     /// the parent path if missing, creates an ephemeral sequential `<path>/json.info_` node
-    /// holding `data`, and follows the group. Never gives up: connection failures and
+    /// holding `data` (at most [`crate::MAX_VALUE_BYTES`]; larger data is refused with an
+    /// error log and the state `Lost`), and follows the group. Never gives up: connection failures and
     /// session expiry are retried with backoff. The receiver starts at
     /// [`Leadership::Connecting`].
     pub fn start(url: &ZkUrl, data: Vec<u8>, session_timeout: Duration) -> (Contender, watch::Receiver<Leadership>) {
@@ -225,6 +226,15 @@ impl Task {
     }
 
     async fn run(self, mut withdraw: oneshot::Receiver<()>) {
+        if self.data.len() > crate::MAX_VALUE_BYTES {
+            tracing::error!(
+                size = self.data.len(),
+                limit = crate::MAX_VALUE_BYTES,
+                "contender data too large for a znode; not contending"
+            );
+            self.publish(Leadership::Lost);
+            return;
+        }
         let mut backoff = Backoff::new(Duration::from_secs(5));
         loop {
             let client = tokio::select! {

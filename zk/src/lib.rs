@@ -31,6 +31,15 @@
 //! [`tokio::sync::watch::Receiver`] before every side effect and tag side effects with
 //! the epoch.
 //!
+//! A process that was paused (SIGSTOP, long GC) past its session timeout still holds the
+//! old `Leader` value for the instant between resuming and its client noticing the closed
+//! connection. Two defences cover that window: [`Contender::confirm_leadership`] (a round
+//! trip to ZooKeeper before an irreversible action) and the server-side fence below; the
+//! receivers of a leader's messages should also accept them only from the leader their
+//! [`Detector`] currently shows (by epoch).
+//!
+//! Note that the first node created under a fresh parent has sequence (epoch) 0.
+//!
 //! Writes to the registry can additionally be fenced on the server side with
 //! [`ZkStore::fenced`]: every write then runs in a ZooKeeper transaction together with a
 //! check that the writer's election znode still exists, so a master whose session has
