@@ -89,6 +89,7 @@ pub(crate) enum Request {
     StopRun(String, String),
     Queue,
     Info,
+    Metrics,
 }
 
 /// A successful answer: status code and JSON body.
@@ -172,6 +173,8 @@ pub(crate) struct Actor {
     revived: bool,
     last_revive: Option<tokio::time::Instant>,
     rng: StdRng,
+    /// Event counters served at `/v1/metrics`.
+    counters: BTreeMap<&'static str, u64>,
 }
 
 fn job_key(id: &str) -> String {
@@ -244,6 +247,7 @@ impl Actor {
             revived: false,
             last_revive: None,
             rng: StdRng::from_os_rng(),
+            counters: BTreeMap::new(),
         };
         let index: Vec<(String, String, String)> = actor
             .runs
@@ -319,6 +323,10 @@ impl Actor {
         }
     }
 
+    fn count(&mut self, name: &'static str, n: u64) {
+        *self.counters.entry(name).or_default() += n;
+    }
+
     fn call(&self, call: DriverCall) {
         if self.calls.send(call).is_err() {
             warn!("driver worker gone");
@@ -378,6 +386,14 @@ impl Actor {
             return;
         };
         let done = run.completed_at.unwrap_or_else(|| self.clock.now());
+        self.count(
+            if run.status == RunStatus::Success {
+                "runs.succeeded"
+            } else {
+                "runs.failed"
+            },
+            1,
+        );
         info!(job.id = %run.job_id, run.id = %run.id, status = ?run.status, reason = ?run.reason, "run finished");
         if let Some(job) = self.jobs.get_mut(&key.0) {
             match run.status {
@@ -532,6 +548,7 @@ impl Actor {
             if !failed.contains(&key) {
                 info!(task.id = %task_id, "launching");
                 self.tasks.insert(task_id, key);
+                self.count("tasks.launched", 1);
             }
         }
         self.adjust_offers(now);
@@ -667,6 +684,7 @@ impl Actor {
     async fn schedules(&mut self, now: DateTime<Utc>) {
         let mut fires: Vec<(String, ScheduleSpec, DateTime<Utc>)> = Vec::new();
         let mut changed_jobs = Vec::new();
+        let mut missed = 0;
         for (job_id, job) in self.jobs.iter_mut() {
             for sched in job.schedules.iter_mut() {
                 if !sched.spec.enabled {
@@ -685,6 +703,7 @@ impl Actor {
                         changed_jobs.push(job_id.clone());
                     }
                     if e.missed > 0 {
+                        missed += e.missed as u64;
                         warn!(job.id = %job_id, schedule.id = %sched.spec.id, missed = e.missed, "missed schedule ticks");
                     }
                 }
@@ -693,6 +712,7 @@ impl Actor {
                 }
             }
         }
+        self.count("schedule.ticks.missed", missed);
         // The handled tick is durable before any run it causes exists.
         for job in &changed_jobs {
             if let Err(e) = self.save_job(job).await {
@@ -710,6 +730,7 @@ impl Actor {
             match sched.concurrency_policy {
                 ConcurrencyPolicy::Forbid if !active.is_empty() => {
                     info!(job.id = %job_id, schedule.id = %sched.id, "tick skipped: a run is active (FORBID)");
+                    self.count("schedule.ticks.skipped", 1);
                     continue;
                 }
                 ConcurrencyPolicy::Replace => {
@@ -725,6 +746,7 @@ impl Actor {
                     i64::try_from(sched.starting_deadline_seconds).unwrap_or(i64::MAX / 2_000),
                 );
             info!(job.id = %job_id, schedule.id = %sched.id, tick = %ts(tick), "schedule fired");
+            self.count("schedule.ticks.fired", 1);
             if let Err(e) = self
                 .start_run(&job_id, Some((sched.id.clone(), deadline)))
                 .await
@@ -755,6 +777,7 @@ impl Actor {
         run.queued();
         self.save_run(&run).await?;
         info!(job.id = %job_id, run.id = %id, "run started");
+        self.count("runs.started", 1);
         self.runs.insert((job_id.to_string(), id), run.clone());
         self.adjust_offers(now);
         Ok(run)
@@ -1098,6 +1121,23 @@ impl Actor {
                     .map(|(j, runs)| json!({"jobId": j, "runs": runs}))
                     .collect();
                 Ok((200, Value::Array(out)))
+            }
+            Request::Metrics => {
+                let counters: serde_json::Map<String, Value> = self
+                    .counters
+                    .iter()
+                    .map(|(k, v)| (format!("batch.{k}"), json!({ "count": v })))
+                    .collect();
+                Ok((
+                    200,
+                    json!({
+                        "counters": counters,
+                        "gauges": {
+                            "batch.jobs": {"value": self.jobs.len()},
+                            "batch.runs.active": {"value": self.runs.len()},
+                        },
+                    }),
+                ))
             }
             Request::Info => Ok((
                 200,

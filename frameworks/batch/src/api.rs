@@ -280,6 +280,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/runs/{run}/actions/stop", post(stop_run))
         .route("/v1/queue", get(queue))
         .route("/v1/info", get(info))
+        .route("/v1/metrics", get(metrics))
         .route("/info", get(info))
         .route("/ping", get(|| async { "pong" }))
         .fallback(|| async { ApiError::new(404, "Not found") })
@@ -393,6 +394,10 @@ async fn stop_run(State(s): State<AppState>, Path((job, run)): Path<(String, Str
 
 async fn queue(State(s): State<AppState>) -> Response {
     ask(&s, Request::Queue).await
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ask(&s, Request::Metrics).await
 }
 
 async fn info(State(s): State<AppState>) -> Response {

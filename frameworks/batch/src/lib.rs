@@ -43,6 +43,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
 pub use api::{ApiError, Embed};
+/// Re-exported: [`Clock`] and [`OffsetClock`] speak `chrono` types.
+pub use chrono;
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use store::{FileStore, MemoryStore, Store, StoreError};
 

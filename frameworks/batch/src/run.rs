@@ -342,16 +342,13 @@ impl JobRun {
         }
         self.failures += 1;
         if self.spec.restart.policy == RestartPolicy::OnFailure && !self.past_active_deadline(now) {
+            // Relaunch after the backoff; if the active deadline comes first, `tick`
+            // fails the run at the deadline.
             let not_before = now + backoff(self.failures);
-            let within = self
-                .active_deadline()
-                .is_none_or(|deadline| not_before < deadline);
-            if within {
-                if let Some(s) = self.slots.get_mut(slot) {
-                    *s = Slot::Waiting { not_before };
-                }
-                return Vec::new();
+            if let Some(s) = self.slots.get_mut(slot) {
+                *s = Slot::Waiting { not_before };
             }
+            return Vec::new();
         }
         let why = format!("task {task_id} ended {}", state.as_str_name());
         self.fail(why, now)
@@ -514,7 +511,7 @@ mod tests {
             }
             if slots.is_empty() {
                 now = r.next_launch_at().unwrap();
-                assert!(r.tick(now).is_empty());
+                r.tick(now);
                 continue;
             }
             let id = r.launch(slots[0], "a1", now);
@@ -523,8 +520,14 @@ mod tests {
             now += Duration::milliseconds(100);
             end(&mut r, &id, TaskState::TaskFailed, now);
         }
-        // Backoffs 1, 2, 4 s fit in 10 s; the next (8 s) would not.
+        // Launches at 0, 1.1, 3.2 and 7.3 s; the next would be at 15.4 s, past the
+        // 10 s deadline, where the run fails.
         assert_eq!(launched, 4);
+        assert!(r
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("activeDeadline"));
         assert_eq!(r.status, RunStatus::Failed);
         assert_eq!(backoff(1), Duration::seconds(1));
         assert_eq!(backoff(30), Duration::seconds(MAX_BACKOFF_SECS));
