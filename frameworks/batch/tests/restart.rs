@@ -137,3 +137,61 @@ async fn missed_ticks_after_a_restart_follow_the_starting_deadline() {
     assert_eq!(runs(&batch).await, 2);
     batch.stop().await;
 }
+
+async fn active_runs(batch: &RunningBatch, job: &str) -> Vec<Value> {
+    get(batch, &format!("/v1/jobs/{job}/runs"))
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_policies_allow_forbid_replace() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(OffsetClock::new());
+    let batch = start(&store, &clock).await;
+    // Without a reachable master runs stay STARTING, i.e. active, across ticks.
+    for (job, policy) in [
+        ("allow", "ALLOW"),
+        ("forbid", "FORBID"),
+        ("replace", "REPLACE"),
+    ] {
+        let spec = json!({"id": job, "run": {"cmd": "true", "cpus": 0.1, "mem": 32}});
+        assert_eq!(post(&batch, "/v1/jobs", &spec).await, 201);
+        let schedule = json!({"id": "m", "cron": "* * * * *", "concurrencyPolicy": policy});
+        assert_eq!(
+            post(&batch, &format!("/v1/jobs/{job}/schedules"), &schedule).await,
+            201
+        );
+    }
+    let t1 = next_ten_minutes(mezzo_batch::Clock::now(&*clock));
+    clock.advance_to(t1);
+    until("first ticks", async || {
+        counter(&get(&batch, "/v1/metrics").await, "schedule.ticks.fired") == 3
+    })
+    .await;
+    let replaced = active_runs(&batch, "replace").await[0]["id"].clone();
+    clock.advance_to(t1 + chrono::Duration::seconds(60));
+    until("second ticks", async || {
+        let m = get(&batch, "/v1/metrics").await;
+        counter(&m, "schedule.ticks.fired") == 5 && counter(&m, "schedule.ticks.skipped") == 1
+    })
+    .await;
+    assert_eq!(active_runs(&batch, "allow").await.len(), 2);
+    assert_eq!(active_runs(&batch, "forbid").await.len(), 1);
+    let now_active = active_runs(&batch, "replace").await;
+    assert_eq!(now_active.len(), 1);
+    assert_ne!(now_active[0]["id"], replaced);
+    let old = get(
+        &batch,
+        &format!("/v1/jobs/replace/runs/{}", replaced.as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(old["status"], "FAILED", "{old}");
+    assert!(old["reason"].as_str().unwrap().contains("REPLACE"), "{old}");
+    // FORBID also refuses manual runs while one is active; ALLOW does not.
+    assert_eq!(post(&batch, "/v1/jobs/forbid/runs", &json!({})).await, 409);
+    assert_eq!(post(&batch, "/v1/jobs/allow/runs", &json!({})).await, 201);
+    batch.stop().await;
+}
