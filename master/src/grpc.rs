@@ -23,7 +23,7 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
-    async fn ask<T>(
+    pub(crate) async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, MasterError>>) -> Command,
     ) -> Result<T, Status> {
