@@ -896,9 +896,53 @@ async fn serve_executor(stream: UnixStream, events: mpsc::UnboundedSender<Event>
 /// Keeps one attached stream to the master, reconnecting with backoff.
 async fn master_loop(config: Arc<AgentConfig>, events: mpsc::UnboundedSender<Event>) {
     let mut backoff = Duration::from_millis(100);
+    // With `zk://` the leader is whoever ZooKeeper elected; otherwise the
+    // configured address, or where a standby redirected us.
+    let mut detector = match mezzo_zk::ZkUrl::parse(&config.master) {
+        Ok(url) if config.master.starts_with("zk://") => {
+            Some(mezzo_zk::Detector::start(&url, Duration::from_secs(10)))
+        }
+        _ => None,
+    };
+    let mut redirect: Option<String> = None;
     loop {
-        match attach_once(&config, &events).await {
+        let target = match detector.as_mut() {
+            Some(rx) => {
+                let leader = rx
+                    .wait_for(|l| l.as_ref().and_then(mezzo_zk::LeaderInfo::address).is_some())
+                    .await
+                    .ok()
+                    .and_then(|l| l.as_ref().and_then(mezzo_zk::LeaderInfo::address));
+                match leader {
+                    Some(l) => l,
+                    None => return,
+                }
+            }
+            None => redirect.take().unwrap_or_else(|| config.master.clone()),
+        };
+        let attempt = attach_once(&target, &events);
+        let result = match detector.as_mut() {
+            // A new leader elected: drop this connection and follow it.
+            // (Losing ZooKeeper alone is no reason to drop a working stream.)
+            Some(rx) => {
+                let epoch = rx.borrow_and_update().as_ref().map(|l| l.epoch);
+                tokio::select! {
+                    r = attempt => r,
+                    _ = rx.wait_for(|l| l.as_ref().is_some_and(|l| Some(l.epoch) != epoch)) => {
+                        Err(AgentError::Master("the leading master changed".into()))
+                    }
+                }
+            }
+            None => attempt.await,
+        };
+        match result {
             Ok(()) => backoff = Duration::from_millis(100),
+            Err(AgentError::Redirect(leader)) => {
+                info!(leader = %leader, "redirected to the leading master");
+                redirect = Some(leader);
+                let _ = events.send(Event::MasterDisconnected);
+                continue;
+            }
             Err(e) => debug!(error = %e, "master connection failed"),
         }
         let _ = events.send(Event::MasterDisconnected);
@@ -921,16 +965,16 @@ fn rand_jitter(max: u64) -> u64 {
 }
 
 async fn attach_once(
-    config: &AgentConfig,
+    target: &str,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), AgentError> {
-    let url = if config.master.starts_with("http://") || config.master.starts_with("https://") {
-        config.master.clone()
+    let url = if target.starts_with("http://") || target.starts_with("https://") {
+        target.to_string()
     } else {
-        format!("http://{}", config.master)
+        format!("http://{target}")
     };
     let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| AgentError::Config(format!("invalid --master '{}': {e}", config.master)))?
+        .map_err(|e| AgentError::Config(format!("invalid master address '{target}': {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -951,7 +995,17 @@ async fn attach_once(
     let response = client
         .attach(UnboundedReceiverStream::new(out_rx))
         .await
-        .map_err(|e| AgentError::Master(e.message().to_string()))?;
+        .map_err(|e| {
+            match e
+                .metadata()
+                .get("mezzo-leader")
+                .and_then(|v| v.to_str().ok())
+            {
+                // A standby names the leader: go there at once.
+                Some(leader) if leader != target => AgentError::Redirect(leader.to_string()),
+                _ => AgentError::Master(e.message().to_string()),
+            }
+        })?;
     let mut inbound = response.into_inner();
     let first = inbound
         .message()

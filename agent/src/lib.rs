@@ -44,6 +44,9 @@ pub enum AgentError {
     /// The master connection failed.
     #[error("master: {0}")]
     Master(String),
+    /// A standby master named the leader (`host:port`).
+    #[error("redirected to the leading master at {0}")]
+    Redirect(String),
 }
 
 impl AgentError {
@@ -176,6 +179,10 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         return Err(AgentError::Isolation(
             "--isolation cgroups was requested but no usable cgroup hierarchy (cpu + memory) exists on this host; use --isolation posix".into(),
         ));
+    }
+    if config.master.starts_with("zk://") {
+        mezzo_zk::ZkUrl::parse(&config.master)
+            .map_err(|e| AgentError::Config(format!("--master: {e}")))?;
     }
     if config.resources.is_empty() {
         return Err(AgentError::Config("--resources must not be empty".into()));

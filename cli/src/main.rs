@@ -73,6 +73,20 @@ struct MasterFlags {
     weights: String,
 }
 
+/// ZooKeeper flags of `master`.
+#[derive(Args, Clone)]
+struct ZkFlags {
+    /// `zk://host1:2181,host2:2181/mezzo`: elect the leader in ZooKeeper (omit for standalone).
+    #[arg(long, env = "MEZZO_ZK")]
+    zk: Option<String>,
+    /// ZooKeeper session timeout; a leader that loses its session stops leading at once.
+    #[arg(long, env = "MEZZO_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    zk_session_timeout: Duration,
+    /// Number of masters in the ensemble (informational, as Mesos' `--quorum`).
+    #[arg(long, env = "MEZZO_QUORUM")]
+    quorum: Option<u32>,
+}
+
 #[derive(Args)]
 struct MasterArgs {
     /// IP to listen on.
@@ -86,6 +100,8 @@ struct MasterArgs {
     hostname: Option<String>,
     #[command(flatten)]
     flags: MasterFlags,
+    #[command(flatten)]
+    zk: ZkFlags,
 }
 
 /// Flags shared by `agent` and `local`.
@@ -119,7 +135,7 @@ struct AgentFlags {
 
 #[derive(Args)]
 struct AgentArgs {
-    /// The master, `host:port`.
+    /// The master: `host:port`, or `zk://host:2181,.../mezzo` to follow the elected leader.
     #[arg(long, env = "MEZZO_MASTER")]
     master: String,
     /// Directory for sandboxes and checkpoints.
@@ -245,11 +261,16 @@ fn agent_config(master: String, work_dir: PathBuf, f: &AgentFlags) -> Result<Age
 }
 
 async fn run_master(args: MasterArgs) -> Result<()> {
-    let config = master_config(
+    let mut config = master_config(
         SocketAddr::new(args.ip, args.port),
         args.hostname,
         &args.flags,
     )?;
+    if let (Some(q), None) = (args.zk.quorum, &args.zk.zk) {
+        anyhow::bail!("--quorum {q} needs --zk");
+    }
+    config.zk = args.zk.zk;
+    config.zk_session_timeout = args.zk.zk_session_timeout;
     let master = mezzo_master::start(config).await?;
     println!("master: http://{}", master.addr);
     master.wait().await.context("master server")

@@ -344,6 +344,8 @@ impl Driver {
 pub struct SchedulerDriver {
     config: DriverConfig,
     endpoints: Vec<Endpoint>,
+    /// Set when `master` is `zk://...`: the leader is looked up there.
+    zk: Option<mezzo_zk::ZkUrl>,
     driver: Driver,
 }
 
@@ -360,7 +362,22 @@ impl SchedulerDriver {
     /// Checks the configuration. Nothing connects until [`SchedulerDriver::run`] (the
     /// connection is made lazily), so this needs no runtime and no reachable master.
     pub fn new(config: DriverConfig) -> Result<Self, SdkError> {
-        let endpoints = config.endpoints()?;
+        let zk = if config.master.trim().starts_with("zk://") {
+            Some(mezzo_zk::ZkUrl::parse(config.master.trim()).map_err(|e| {
+                SdkError::InvalidMaster {
+                    address: config.master.clone(),
+                    reason: e.to_string(),
+                }
+            })?)
+        } else {
+            None
+        };
+        // With ZooKeeper the endpoint is replaced by the elected leader's
+        // before the first subscription; this one is never dialled.
+        let endpoints = match zk {
+            Some(_) => vec![endpoint("127.0.0.1:5050", config.connect_timeout)?],
+            None => config.endpoints()?,
+        };
         let framework_id = (!config.framework.id.is_empty()).then(|| config.framework.id.clone());
         let shared = Shared {
             framework_id: Mutex::new(framework_id),
@@ -374,6 +391,7 @@ impl SchedulerDriver {
         Ok(SchedulerDriver {
             config,
             endpoints,
+            zk,
             driver: Driver {
                 shared: Arc::new(shared),
             },
@@ -410,6 +428,7 @@ impl SchedulerDriver {
         EventLoop {
             config: self.config,
             endpoints: self.endpoints,
+            zk: self.zk,
             next_endpoint: 0,
             driver: self.driver,
             lifecycle,
@@ -519,10 +538,14 @@ impl Backoff {
     }
 }
 
+/// Session timeout of the driver's ZooKeeper client (leader detection).
+const ZK_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The state of a running driver, owned by the task that runs it.
 struct EventLoop {
     config: DriverConfig,
     endpoints: Vec<Endpoint>,
+    zk: Option<mezzo_zk::ZkUrl>,
     next_endpoint: usize,
     driver: Driver,
     lifecycle: watch::Receiver<Lifecycle>,
@@ -535,11 +558,44 @@ struct EventLoop {
 impl EventLoop {
     async fn run<S: Scheduler>(mut self, mut scheduler: S) -> Result<S, SdkError> {
         let mut redirects = 0u32;
+        let mut leader_epoch: Option<u64> = None;
+        let mut detector = self
+            .zk
+            .take()
+            .map(|url| mezzo_zk::Detector::start(&url, ZK_SESSION_TIMEOUT));
         loop {
             if self.lifecycle.borrow().is_stopped() {
                 return Ok(scheduler);
             }
-            let (connected, back_off) = match self.session(&mut scheduler).await {
+            if let Some(rx) = detector.as_mut() {
+                // Subscribe to whoever ZooKeeper says leads, once one does.
+                let leader = tokio::select! {
+                    biased;
+                    () = wait_stopped(&mut self.lifecycle) => return Ok(scheduler),
+                    l = rx.wait_for(|l| l.as_ref().and_then(mezzo_zk::LeaderInfo::address).is_some()) => {
+                        l.ok().and_then(|l| l.as_ref().and_then(mezzo_zk::LeaderInfo::address))
+                    }
+                };
+                let epoch = rx.borrow_and_update().as_ref().map(|l| l.epoch);
+                leader_epoch = epoch;
+                match leader.map(|l| endpoint(&l, self.config.connect_timeout)) {
+                    Some(Ok(e)) => self.driver.set_master(e),
+                    Some(Err(e)) => warn!(error = %e, "unusable leader address in ZooKeeper"),
+                    None => return Ok(scheduler),
+                }
+            }
+            let end = match detector.as_mut() {
+                // A newly elected leader ends the session with the old one.
+                // (Losing ZooKeeper alone is no reason to drop a working stream.)
+                Some(rx) => tokio::select! {
+                    end = self.session(&mut scheduler) => end,
+                    _ = rx.wait_for(|l| l.as_ref().is_some_and(|l| Some(l.epoch) != leader_epoch)) => {
+                        SessionEnd::Lost { connected: true, reason: "the leading master changed".into() }
+                    }
+                },
+                None => self.session(&mut scheduler).await,
+            };
+            let (connected, back_off) = match end {
                 SessionEnd::Stopped => return Ok(scheduler),
                 SessionEnd::Refused(status) => {
                     // A framework being torn down is refused when it re-subscribes:

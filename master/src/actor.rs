@@ -62,6 +62,8 @@ impl Call {
 
 /// A message to the actor.
 pub(crate) enum Command {
+    /// The election result changed (ZooKeeper mode).
+    Leadership(LeaderState),
     AgentAttach {
         register: v1::RegisterAgent,
         tx: AgentTx,
@@ -197,6 +199,28 @@ pub(crate) struct Master {
     last_heartbeat: Instant,
     rng: rand::rngs::StdRng,
     metrics: Metrics,
+    /// False while a standby (or after losing the ZooKeeper session).
+    leading: bool,
+    /// `host:port` of the leader, for redirects.
+    leader_hint: Option<String>,
+    elected_time: Option<f64>,
+}
+
+/// The election state as the actor needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaderState {
+    /// This master leads in `epoch` (the znode sequence).
+    Leading {
+        /// Leadership epoch: every message carries it.
+        epoch: u64,
+    },
+    /// Another master leads (`host:port`, if known).
+    Following {
+        /// The leader's address.
+        leader: Option<String>,
+    },
+    /// No ZooKeeper session: not leading, leader unknown.
+    Lost,
 }
 
 /// Counters exported in `/metrics/snapshot`.
@@ -211,6 +235,7 @@ struct Metrics {
 
 impl Master {
     pub(crate) fn new(config: MasterConfig, info: v1::MasterInfo) -> Self {
+        let standalone = config.zk.is_none();
         let now = Instant::now();
         Master {
             config,
@@ -229,6 +254,11 @@ impl Master {
             last_heartbeat: now,
             rng: rand::rngs::StdRng::from_os_rng(),
             metrics: Metrics::default(),
+            // Standalone masters lead from the start; ZooKeeper mode starts
+            // as a standby until elected.
+            leading: standalone,
+            leader_hint: None,
+            elected_time: standalone.then(now_secs),
         }
     }
 
@@ -238,7 +268,11 @@ impl Master {
 
     fn handle(&mut self, cmd: Command) {
         self.dirty = true;
+        if !self.leading {
+            return self.handle_not_leading(cmd);
+        }
         match cmd {
+            Command::Leadership(state) => self.leadership(state),
             Command::AgentAttach {
                 register,
                 tx,
@@ -275,6 +309,87 @@ impl Master {
                 let _ = reply.send(r);
             }
         }
+    }
+
+    // -------------------------------------------------------- leadership
+
+    /// A master that does not lead answers every peer with a redirect to
+    /// the leader it knows (or "no leader"), and does nothing else.
+    fn handle_not_leading(&mut self, cmd: Command) {
+        let err = || MasterError::NotLeader(self.leader_hint.clone());
+        match cmd {
+            Command::Leadership(state) => self.leadership(state),
+            Command::AgentAttach { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            Command::Subscribe { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            Command::Call { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            Command::AgentMessage { .. }
+            | Command::AgentClosed { .. }
+            | Command::FrameworkClosed { .. } => {}
+        }
+    }
+
+    fn leadership(&mut self, state: LeaderState) {
+        match state {
+            LeaderState::Leading { epoch } => {
+                if self.leading && self.info.epoch == epoch {
+                    return;
+                }
+                info!(epoch, "elected leading master");
+                // Nothing from an earlier term survives: peers re-register
+                // and re-subscribe with this epoch.
+                self.drop_all_state();
+                self.info.epoch = epoch;
+                self.leading = true;
+                self.leader_hint = Some(format!("{}:{}", self.info.ip, self.info.port));
+                self.elected_time = Some(now_secs());
+            }
+            LeaderState::Following { leader } => {
+                if self.leading {
+                    warn!("lost leadership: now a standby");
+                    self.drop_all_state();
+                }
+                self.leading = false;
+                self.leader_hint = leader;
+            }
+            LeaderState::Lost => {
+                if self.leading {
+                    warn!("lost the ZooKeeper session: stopped acting as leader");
+                    self.drop_all_state();
+                }
+                self.leading = false;
+                self.leader_hint = None;
+            }
+        }
+    }
+
+    /// Forgets every agent, framework and offer and closes their streams,
+    /// so a master that stopped leading can send nothing more to anyone.
+    fn drop_all_state(&mut self) {
+        for a in self.agents.values() {
+            if let Some(tx) = &a.tx {
+                let _ = tx.send(Err(tonic::Status::unavailable(
+                    "master is no longer the leader",
+                )));
+            }
+        }
+        for f in self.frameworks.values() {
+            if let Some(tx) = &f.tx {
+                let _ = tx.send(Err(tonic::Status::unavailable(
+                    "master is no longer the leader",
+                )));
+            }
+        }
+        self.agents.clear();
+        self.frameworks.clear();
+        self.completed_frameworks.clear();
+        self.offers.clear();
+        self.allocate_now = false;
     }
 
     // ------------------------------------------------------------ agents
@@ -1377,6 +1492,9 @@ impl Master {
     /// Periodic housekeeping: agent health, offer timeouts, framework
     /// failover timeouts, heartbeats and filter expiry.
     fn maintain(&mut self) {
+        if !self.leading {
+            return;
+        }
         let now = Instant::now();
         let epoch = self.epoch();
         let ping = self.config.agent_ping_timeout;
@@ -1462,6 +1580,10 @@ impl Master {
 
     /// One allocation round: turn free resources into offers.
     fn allocate(&mut self) {
+        if !self.leading {
+            self.allocate_now = false;
+            return;
+        }
         self.allocate_now = false;
         let started = std::time::Instant::now();
         let now = Instant::now();
@@ -1620,8 +1742,9 @@ impl Master {
             "pid": leader_pid,
             "hostname": self.info.hostname,
             "start_time": self.start_time,
-            "elected_time": self.start_time,
-            "leader": leader_pid,
+            "elected_time": self.elected_time,
+            "leader": self.leader_hint.as_ref().map(|h| format!("master@{h}")),
+            "leading": self.leading,
             "leader_info": master_info_json(&self.info),
             "activated_slaves": self.agents.values().filter(|a| a.reachable).count(),
             "deactivated_slaves": 0,
@@ -1671,7 +1794,7 @@ impl Master {
             }
         };
         let mut m = serde_json::Map::new();
-        m.insert("master/elected".into(), json!(1));
+        m.insert("master/elected".into(), json!(u8::from(self.leading)));
         m.insert(
             "master/uptime_secs".into(),
             json!(now_secs() - self.start_time),
@@ -1810,6 +1933,9 @@ fn ipv4_as_u32(ip: &str) -> u32 {
 pub(crate) struct Snapshot {
     pub state: Arc<Value>,
     pub metrics: Arc<Value>,
+    /// Whether this master leads, and the leader's `host:port` if known.
+    pub leading: bool,
+    pub leader: Option<String>,
 }
 
 /// Runs the actor until every command sender is dropped.
@@ -1845,6 +1971,8 @@ pub(crate) async fn run(
             snapshot.send_replace(Snapshot {
                 state: Arc::new(master.state_json()),
                 metrics: Arc::new(master.metrics_json()),
+                leading: master.leading,
+                leader: master.leader_hint.clone(),
             });
         }
     }

@@ -25,6 +25,11 @@ pub struct MasterConfig {
     pub weights: HashMap<String, f64>,
     /// Terminal tasks kept per framework for `/master/state` (Mesos: 1000).
     pub max_completed_tasks_per_framework: usize,
+    /// `zk://host:port,.../path`: contend for leadership in ZooKeeper
+    /// instead of leading standalone.
+    pub zk: Option<String>,
+    /// ZooKeeper session timeout (Mesos `--zk_session_timeout`, 10 s).
+    pub zk_session_timeout: Duration,
 }
 
 impl Default for MasterConfig {
@@ -39,6 +44,8 @@ impl Default for MasterConfig {
             framework_heartbeat_interval: Duration::from_secs(15),
             weights: HashMap::new(),
             max_completed_tasks_per_framework: 1000,
+            zk: None,
+            zk_session_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -51,6 +51,16 @@ impl From<MasterError> for Status {
             MasterError::FailedPrecondition(m) => Status::failed_precondition(m),
             MasterError::Internal(m) => Status::internal(m),
             e @ MasterError::Listen { .. } => Status::internal(e.to_string()),
+            MasterError::NotLeader(leader) => {
+                let msg = MasterError::NotLeader(leader.clone()).to_string();
+                let mut st = Status::unavailable(msg);
+                // The SDK and agents follow this to the leader at once
+                // (gRPC's counterpart of Mesos' 307 redirect).
+                if let Some(l) = leader.and_then(|l| l.parse().ok()) {
+                    st.metadata_mut().insert("mezzo-leader", l);
+                }
+                st
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ pub(crate) fn router(snapshot: watch::Receiver<Snapshot>) -> Router {
         .route("/master/state.json", get(state))
         .route("/state", get(state))
         .route("/metrics/snapshot", get(metrics))
+        .route("/master/redirect", get(redirect))
+        .route("/redirect", get(redirect))
         .with_state(AppState { snapshot })
 }
 
@@ -41,12 +43,49 @@ async fn version() -> Json<serde_json::Value> {
     }))
 }
 
-async fn state(State(s): State<AppState>) -> Response {
+async fn state(State(s): State<AppState>, uri: axum::http::Uri) -> Response {
+    if let Some(r) = leader_redirect(&s.snapshot, uri.path()) {
+        return r;
+    }
     let snap = s.snapshot.borrow().state.clone();
     Json(snap.as_ref().clone()).into_response()
+}
+
+/// On a master that does not lead, the response for endpoints that need the
+/// leader's view: 307 to the same path on the leader (503 if none), as Mesos.
+pub(crate) fn leader_redirect(snapshot: &watch::Receiver<Snapshot>, path: &str) -> Option<Response> {
+    let snap = snapshot.borrow();
+    if snap.leading {
+        return None;
+    }
+    Some(match &snap.leader {
+        Some(l) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, format!("//{l}{path}"))],
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no leading master is elected").into_response(),
+    })
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let snap = s.snapshot.borrow().metrics.clone();
     Json(snap.as_ref().clone()).into_response()
+}
+
+/// 307 to the leading master's `/master` (Mesos), 503 when none is known.
+async fn redirect(State(s): State<AppState>) -> Response {
+    let leader = s.snapshot.borrow().leader.clone();
+    match leader {
+        Some(l) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, format!("//{l}/master"))],
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no leading master is elected",
+        )
+            .into_response(),
+    }
 }

@@ -15,6 +15,8 @@ pub mod allocator;
 pub mod config;
 mod grpc;
 mod http;
+mod operator_http;
+mod scheduler_http;
 
 use std::net::SocketAddr;
 
@@ -41,6 +43,9 @@ pub enum MasterError {
     /// The call is not allowed in the current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// This master does not lead; the leader's `host:port` if known.
+    #[error("this master is not the leader{}", .0.as_ref().map(|l| format!("; the leader is {l}")).unwrap_or_else(|| ": no leader is elected".into()))]
+    NotLeader(Option<String>),
     /// A bug: state the actor expected is missing.
     #[error("internal error: {0}")]
     Internal(String),
@@ -73,6 +78,36 @@ impl RunningMaster {
     }
 }
 
+/// Feeds election results to the actor until the actor goes away. Owns
+/// the contender: dropping it would give up the candidacy.
+async fn follow_election(
+    contender: mezzo_zk::Contender,
+    mut rx: watch::Receiver<mezzo_zk::Leadership>,
+    tx: mpsc::Sender<actor::Command>,
+) {
+    loop {
+        let state = match rx.borrow_and_update().clone() {
+            mezzo_zk::Leadership::Leader { epoch, .. } => actor::LeaderState::Leading { epoch },
+            mezzo_zk::Leadership::Standby { leader } => actor::LeaderState::Following {
+                leader: leader.as_ref().and_then(mezzo_zk::LeaderInfo::address),
+            },
+            mezzo_zk::Leadership::Connecting | mezzo_zk::Leadership::Lost => {
+                actor::LeaderState::Lost
+            }
+        };
+        if tx.send(actor::Command::Leadership(state)).await.is_err() {
+            break;
+        }
+        if rx.changed().await.is_err() {
+            let _ = tx
+                .send(actor::Command::Leadership(actor::LeaderState::Lost))
+                .await;
+            break;
+        }
+    }
+    drop(contender);
+}
+
 /// Binds the listener, starts the actor and serves gRPC + HTTP on one port.
 pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
     let listener =
@@ -102,7 +137,19 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
         epoch: 1,
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(4096);
-    let (snap_tx, snap_rx) = watch::channel(actor::Snapshot::default());
+    let (snap_tx, snap_rx) = watch::channel(actor::Snapshot {
+        // Until the actor publishes: standalone masters lead from the start.
+        leading: config.zk.is_none(),
+        ..actor::Snapshot::default()
+    });
+    if let Some(zk) = &config.zk {
+        let url = mezzo_zk::ZkUrl::parse(zk)
+            .map_err(|e| MasterError::InvalidArgument(format!("--zk: {e}")))?;
+        let data = serde_json::to_vec(&actor::master_info_json(&info))
+            .map_err(|e| MasterError::Internal(e.to_string()))?;
+        let (contender, rx) = mezzo_zk::Contender::start(&url, data, config.zk_session_timeout);
+        tokio::spawn(follow_election(contender, rx, cmd_tx.clone()));
+    }
     let master = actor::Master::new(config, info);
     tokio::spawn(actor::run(master, cmd_rx, snap_tx));
 
@@ -110,10 +157,12 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
     let grpc_routes = tonic::service::Routes::new(
         v1::agent_service_server::AgentServiceServer::new(handle.clone()),
     )
-    .add_service(v1::scheduler_server::SchedulerServer::new(handle))
+    .add_service(v1::scheduler_server::SchedulerServer::new(handle.clone()))
     .prepare()
     .into_axum_router();
-    let app = http::router(snap_rx).merge(grpc_routes);
+    let app = http::router(snap_rx.clone())
+        .merge(grpc_routes)
+        .merge(scheduler_http::router(handle, snap_rx));
     info!(%addr, master.id = %id, "master listening (gRPC + HTTP)");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(RunningMaster { addr, id, server })

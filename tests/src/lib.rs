@@ -6,6 +6,8 @@
 //! The binary comes from `MEZZO_BIN` (set by scripts/test.sh), falling back
 //! to `target/debug/mezzo`.
 
+pub mod zk;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -102,6 +104,14 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+        // Keep the process's log for a post-mortem when asked to.
+        if std::env::var_os("MEZZO_KEEP_LOGS").is_some() {
+            if let Some(name) = self.log.file_name() {
+                let dest =
+                    output_dir().join(format!("{}-{}", self.child.id(), name.to_string_lossy()));
+                let _ = std::fs::copy(&self.log, dest);
+            }
+        }
     }
 }
 
@@ -486,12 +496,7 @@ impl TestFramework {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, self.rx.recv()).await {
             Ok(Some(ev)) => {
-                match &ev {
-                    Ev::Update(s) => self.updates.push(s.clone()),
-                    Ev::Offers(o) => self.pending_offers.extend(o.iter().cloned()),
-                    Ev::Rescinded(id) => self.pending_offers.retain(|o| &o.id != id),
-                    _ => {}
-                }
+                self.record(&ev);
                 Ok(ev)
             }
             Ok(None) => bail!("framework event stream ended"),
@@ -499,8 +504,25 @@ impl TestFramework {
         }
     }
 
+    /// Updates what the test knows from one event.
+    fn record(&mut self, ev: &Ev) {
+        match ev {
+            Ev::Update(s) => self.updates.push(s.clone()),
+            Ev::Offers(o) => self.pending_offers.extend(o.iter().cloned()),
+            Ev::Rescinded(id) => self.pending_offers.retain(|o| &o.id != id),
+            // Offers die with the connection they came on.
+            Ev::Disconnected | Ev::Subscribed(_) => self.pending_offers.clear(),
+            _ => {}
+        }
+    }
+
     /// Takes all offers received so far, waiting up to `timeout` for at least one.
     pub async fn next_offers(&mut self, timeout: Duration) -> Result<Vec<v1::Offer>> {
+        // Events already queued may void the offers we hold (a disconnect,
+        // a rescind): apply them first.
+        while let Ok(ev) = self.rx.try_recv() {
+            self.record(&ev);
+        }
         let deadline = Instant::now() + timeout;
         while self.pending_offers.is_empty() {
             self.next_event(deadline)

@@ -35,7 +35,10 @@ impl ZkServer {
     /// (up to 20 s) until it serves.
     pub fn start() -> anyhow::Result<ZkServer> {
         let port = free_port()?;
-        let dir = tempfile::Builder::new().prefix("mezzo-zk-").tempdir().context("creating ZooKeeper data dir")?;
+        let dir = tempfile::Builder::new()
+            .prefix("mezzo-zk-")
+            .tempdir()
+            .context("creating ZooKeeper data dir")?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).context("creating ZooKeeper data dir")?;
         let cfg = format!(
@@ -51,7 +54,11 @@ impl ZkServer {
             data.display()
         );
         std::fs::write(dir.path().join("zoo.cfg"), cfg).context("writing zoo.cfg")?;
-        let mut server = ZkServer { port, dir, child: None };
+        let mut server = ZkServer {
+            port,
+            dir,
+            child: None,
+        };
         server.spawn()?;
         Ok(server)
     }
@@ -124,7 +131,10 @@ impl ZkServer {
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.child = None;
-                bail!("ZooKeeper exited with {status} during start-up; see {}", self.log_path().display());
+                bail!(
+                    "ZooKeeper exited with {status} during start-up; see {}",
+                    self.log_path().display()
+                );
             }
             if Instant::now() >= deadline {
                 self.stop();

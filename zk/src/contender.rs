@@ -89,7 +89,11 @@ impl Contender {
     /// error log and the state `Lost`), and follows the group. Never gives up: connection failures and
     /// session expiry are retried with backoff. The receiver starts at
     /// [`Leadership::Connecting`].
-    pub fn start(url: &ZkUrl, data: Vec<u8>, session_timeout: Duration) -> (Contender, watch::Receiver<Leadership>) {
+    pub fn start(
+        url: &ZkUrl,
+        data: Vec<u8>,
+        session_timeout: Duration,
+    ) -> (Contender, watch::Receiver<Leadership>) {
         let (tx, rx) = watch::channel(Leadership::Connecting);
         let tx = Arc::new(tx);
         let stopped = Arc::new(AtomicBool::new(false));
@@ -142,7 +146,10 @@ impl Contender {
         };
         let path = &self.url.path;
         client.sync(path).await.map_err(|e| Error::zk(path, e))?;
-        let children = client.list_children(path).await.map_err(|e| Error::zk(path, e))?;
+        let children = client
+            .list_children(path)
+            .await
+            .map_err(|e| Error::zk(path, e))?;
         let lowest = election_members(&children).first().map(|(s, _)| *s);
         if lowest != Some(epoch) || self.tx.borrow().leader_epoch() != Some(epoch) {
             return Err(Error::NotLeader);
@@ -197,7 +204,10 @@ struct Task {
 }
 
 fn is_connected(s: SessionState) -> bool {
-    matches!(s, SessionState::SyncConnected | SessionState::ConnectedReadOnly)
+    matches!(
+        s,
+        SessionState::SyncConnected | SessionState::ConnectedReadOnly
+    )
 }
 
 impl Task {
@@ -266,7 +276,9 @@ impl Task {
                     self.publish(Leadership::Lost);
                     if let Some(epoch) = own {
                         let node = crate::election_node_path(&self.url.path, epoch);
-                        match tokio::time::timeout(self.session_timeout, client.delete(&node, None)).await {
+                        match tokio::time::timeout(self.session_timeout, client.delete(&node, None))
+                            .await
+                        {
                             Ok(Ok(())) => info!(node, "withdrew from the election"),
                             Ok(Err(e)) => warn!(node, error = %e, "could not delete election node"),
                             Err(_) => warn!(node, "timed out deleting election node"),
@@ -290,7 +302,12 @@ impl Task {
     }
 
     /// Contends within one session until it ends or the contender is withdrawn.
-    async fn session(&self, client: &Client, own: &mut Option<u64>, withdraw: &mut oneshot::Receiver<()>) -> End {
+    async fn session(
+        &self,
+        client: &Client,
+        own: &mut Option<u64>,
+        withdraw: &mut oneshot::Receiver<()>,
+    ) -> End {
         use zookeeper_client::Error as Z;
         let mut states = client.state_watcher();
         let mut create_attempted = false;
@@ -315,7 +332,8 @@ impl Task {
                         continue;
                     }
                     if let Some(epoch) = view.leader_epoch() {
-                        *self.leading.lock().unwrap_or_else(|e| e.into_inner()) = Some((client.clone(), epoch));
+                        *self.leading.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((client.clone(), epoch));
                     }
                     self.publish(view);
                     tokio::select! {
@@ -329,7 +347,9 @@ impl Task {
                         _ = &mut *withdraw => return End::Withdraw,
                     }
                 }
-                Err(Z::SessionExpired | Z::ClientClosed | Z::SessionMoved | Z::AuthFailed) => return End::Expired,
+                Err(Z::SessionExpired | Z::ClientClosed | Z::SessionMoved | Z::AuthFailed) => {
+                    return End::Expired
+                }
                 Err(e) => {
                     self.publish(Leadership::Lost);
                     let delay = if matches!(e, Z::ConnectionLoss) {
@@ -378,14 +398,23 @@ impl Task {
             let Some(me) = *own else { continue };
             let obs = observe(client, path).await?;
             if !obs.members.iter().any(|(s, _)| *s == me) {
-                warn!(epoch = me, "our election node disappeared while the session is alive; joining again");
+                warn!(
+                    epoch = me,
+                    "our election node disappeared while the session is alive; joining again"
+                );
                 *own = None;
                 *create_attempted = false;
                 continue;
             }
             if obs.members.first().map(|(s, _)| *s) == Some(me) {
                 let session_id = client.session_id().0;
-                return Ok((Leadership::Leader { epoch: me, session_id }, obs.watcher));
+                return Ok((
+                    Leadership::Leader {
+                        epoch: me,
+                        session_id,
+                    },
+                    obs.watcher,
+                ));
             }
             return Ok((Leadership::Standby { leader: obs.leader }, obs.watcher));
         }

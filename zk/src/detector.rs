@@ -42,7 +42,9 @@ impl LeaderInfo {
 /// `ip:port` of a master from MasterInfo JSON (`address.{ip,port}`, falling
 /// back to `hostname` and `port`).
 pub fn master_address(json: &serde_json::Value) -> Option<String> {
-    let port = json["address"]["port"].as_u64().or_else(|| json["port"].as_u64())?;
+    let port = json["address"]["port"]
+        .as_u64()
+        .or_else(|| json["port"].as_u64())?;
     let host = json["address"]["ip"]
         .as_str()
         .or_else(|| json["address"]["hostname"].as_str())
@@ -62,19 +64,30 @@ pub(crate) struct Observation {
 
 /// Lists the group and reads the leader's data, retrying when the leader vanishes between
 /// the two reads.
-pub(crate) async fn observe(client: &Client, path: &str) -> Result<Observation, zookeeper_client::Error> {
+pub(crate) async fn observe(
+    client: &Client,
+    path: &str,
+) -> Result<Observation, zookeeper_client::Error> {
     use zookeeper_client::Error as Z;
     loop {
         match client.list_and_watch_children(path).await {
             Ok((children, watcher)) => {
                 let members = election_members(&children);
                 let Some((seq, name)) = members.first().cloned() else {
-                    return Ok(Observation { members, leader: None, watcher });
+                    return Ok(Observation {
+                        members,
+                        leader: None,
+                        watcher,
+                    });
                 };
                 match client.get_data(&join(path, &name)).await {
                     Ok((data, _)) => {
                         let leader = Some(LeaderInfo::new(seq, data));
-                        return Ok(Observation { members, leader, watcher });
+                        return Ok(Observation {
+                            members,
+                            leader,
+                            watcher,
+                        });
                     }
                     Err(Z::NoNode) => {
                         debug!(node = %name, "leader node vanished while reading it; listing again");
@@ -89,7 +102,11 @@ pub(crate) async fn observe(client: &Client, path: &str) -> Result<Observation, 
                 if stat.is_some() {
                     continue;
                 }
-                return Ok(Observation { members: Vec::new(), leader: None, watcher });
+                return Ok(Observation {
+                    members: Vec::new(),
+                    leader: None,
+                    watcher,
+                });
             }
             Err(e) => return Err(e),
         }
@@ -188,7 +205,9 @@ async fn follow(client: &Client, path: &str, tx: &watch::Sender<Option<LeaderInf
                     _ = tx.closed() => return false,
                 }
             }
-            Err(Z::SessionExpired | Z::ClientClosed | Z::SessionMoved | Z::AuthFailed) => return true,
+            Err(Z::SessionExpired | Z::ClientClosed | Z::SessionMoved | Z::AuthFailed) => {
+                return true
+            }
             Err(e) => {
                 publish(tx, None);
                 let delay = if matches!(e, Z::ConnectionLoss) {

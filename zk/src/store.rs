@@ -49,7 +49,11 @@ impl ZkStore {
     /// Connects to `url.servers` and creates `url.path` if missing.
     pub async fn connect(url: &ZkUrl, session_timeout: Duration) -> Result<ZkStore> {
         let store = ZkStore {
-            inner: Arc::new(Inner { url: url.clone(), session_timeout, client: Mutex::new(None) }),
+            inner: Arc::new(Inner {
+                url: url.clone(),
+                session_timeout,
+                client: Mutex::new(None),
+            }),
             fence: None,
         };
         let client = store.client().await?;
@@ -63,7 +67,10 @@ impl ZkStore {
     /// node ([`crate::election_node_path`]`(path, epoch)`): once its session expires the
     /// node is gone and no write of that leader can land, even one already in flight.
     pub fn fenced(&self, fence_node: impl Into<String>) -> ZkStore {
-        ZkStore { inner: self.inner.clone(), fence: Some(fence_node.into()) }
+        ZkStore {
+            inner: self.inner.clone(),
+            fence: Some(fence_node.into()),
+        }
     }
 
     /// The fencing node of this handle, if any.
@@ -122,7 +129,11 @@ impl ZkStore {
             Some(i) => (&prefix[..i], &prefix[i + 1..]),
             None => ("", prefix),
         };
-        let path = if dir.is_empty() { self.inner.url.path.clone() } else { self.path_of(dir)? };
+        let path = if dir.is_empty() {
+            self.inner.url.path.clone()
+        } else {
+            self.path_of(dir)?
+        };
         let client = self.client().await?;
         let children = match client.list_children(&path).await {
             Ok(c) => c,
@@ -133,7 +144,13 @@ impl ZkStore {
             .into_iter()
             .filter(|c| c.starts_with(name_prefix))
             .filter(|c| !dir.is_empty() || crate::parse_election_node(c).is_none())
-            .map(|c| if dir.is_empty() { c } else { format!("{dir}/{c}") })
+            .map(|c| {
+                if dir.is_empty() {
+                    c
+                } else {
+                    format!("{dir}/{c}")
+                }
+            })
             .collect();
         keys.sort();
         Ok(keys)
@@ -143,7 +160,11 @@ impl ZkStore {
         let path = self.path_of(key)?;
         if let Write::Create(data) | Write::Set(data, _) = op {
             if data.len() > MAX_VALUE_BYTES {
-                return Err(Error::TooLarge { key: key.to_string(), size: data.len(), limit: MAX_VALUE_BYTES });
+                return Err(Error::TooLarge {
+                    key: key.to_string(),
+                    size: data.len(),
+                    limit: MAX_VALUE_BYTES,
+                });
             }
         }
         let client = self.client().await?;
@@ -160,7 +181,10 @@ impl ZkStore {
                 }
                 Err(WriteFailure::Fenced) => {
                     info!(key, fence = ?self.fence, "store write refused: fencing node gone");
-                    Err(Error::Fenced { key: key.to_string(), fence: self.fence.clone().unwrap_or_default() })
+                    Err(Error::Fenced {
+                        key: key.to_string(),
+                        fence: self.fence.clone().unwrap_or_default(),
+                    })
                 }
                 Err(WriteFailure::Zk(zookeeper_client::Error::NoNode))
                     if matches!(op, Write::Create(_)) && !parents_ensured =>
@@ -172,15 +196,25 @@ impl ZkStore {
                     continue;
                 }
                 Err(WriteFailure::Zk(e)) => Err(match e {
-                    zookeeper_client::Error::NodeExists => Error::AlreadyExists { key: key.to_string() },
-                    zookeeper_client::Error::NoNode => Error::NoNode { key: key.to_string() },
+                    zookeeper_client::Error::NodeExists => Error::AlreadyExists {
+                        key: key.to_string(),
+                    },
+                    zookeeper_client::Error::NoNode => Error::NoNode {
+                        key: key.to_string(),
+                    },
                     zookeeper_client::Error::BadVersion => {
                         let expected = match op {
                             Write::Set(_, v) | Write::Delete(v) => v,
                             Write::Create(_) => -1,
                         };
-                        info!(key, expected, "store compare-and-set refused a stale version");
-                        Error::BadVersion { key: key.to_string(), expected }
+                        info!(
+                            key,
+                            expected, "store compare-and-set refused a stale version"
+                        );
+                        Error::BadVersion {
+                            key: key.to_string(),
+                            expected,
+                        }
                     }
                     e => self.failed(&client, &path, e).await,
                 }),
@@ -188,16 +222,33 @@ impl ZkStore {
         }
     }
 
-    async fn write_plain(&self, client: &Client, path: &str, op: &Write<'_>) -> Result<i32, WriteFailure> {
+    async fn write_plain(
+        &self,
+        client: &Client,
+        path: &str,
+        op: &Write<'_>,
+    ) -> Result<i32, WriteFailure> {
         match *op {
-            Write::Create(data) => client.create(path, data, &persistent()).await.map(|(s, _)| s.version.max(0)),
-            Write::Set(data, v) => client.set_data(path, data, Some(v)).await.map(|s| s.version),
+            Write::Create(data) => client
+                .create(path, data, &persistent())
+                .await
+                .map(|(s, _)| s.version.max(0)),
+            Write::Set(data, v) => client
+                .set_data(path, data, Some(v))
+                .await
+                .map(|s| s.version),
             Write::Delete(v) => client.delete(path, Some(v)).await.map(|_| 0),
         }
         .map_err(WriteFailure::Zk)
     }
 
-    async fn write_fenced(&self, client: &Client, path: &str, fence: &str, op: &Write<'_>) -> Result<i32, WriteFailure> {
+    async fn write_fenced(
+        &self,
+        client: &Client,
+        path: &str,
+        fence: &str,
+        op: &Write<'_>,
+    ) -> Result<i32, WriteFailure> {
         let mut txn = client.new_multi_writer();
         txn.add_check_version(fence, -1).map_err(WriteFailure::Zk)?;
         match *op {
@@ -211,9 +262,10 @@ impl ZkStore {
                 Some(MultiWriteResult::SetData { stat }) => stat.version,
                 _ => 0,
             }),
-            Err(MultiWriteError::OperationFailed { index: 0, source: zookeeper_client::Error::NoNode }) => {
-                Err(WriteFailure::Fenced)
-            }
+            Err(MultiWriteError::OperationFailed {
+                index: 0,
+                source: zookeeper_client::Error::NoNode,
+            }) => Err(WriteFailure::Fenced),
             Err(MultiWriteError::OperationFailed { source, .. }) => Err(WriteFailure::Zk(source)),
             Err(MultiWriteError::RequestFailed { source }) => Err(WriteFailure::Zk(source)),
         }
@@ -237,7 +289,10 @@ impl ZkStore {
     async fn failed(&self, client: &Client, path: &str, e: zookeeper_client::Error) -> Error {
         if client.state().is_terminated() {
             let mut guard = self.inner.client.lock().await;
-            if guard.as_ref().is_some_and(|c| c.session_id() == client.session_id()) {
+            if guard
+                .as_ref()
+                .is_some_and(|c| c.session_id() == client.session_id())
+            {
                 *guard = None;
             }
         }
@@ -251,7 +306,12 @@ enum WriteFailure {
 }
 
 fn validate_key(key: &str) -> Result<()> {
-    let bad = |reason| Err(Error::InvalidKey { key: key.to_string(), reason });
+    let bad = |reason| {
+        Err(Error::InvalidKey {
+            key: key.to_string(),
+            reason,
+        })
+    };
     if key.is_empty() {
         return bad("empty");
     }

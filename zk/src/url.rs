@@ -18,7 +18,10 @@ impl ZkUrl {
     /// Parses `zk://host:port[,host:port...]/path`. The path is required and must start
     /// with `/`; every server needs a host and a numeric port. Errors name the bad part.
     pub fn parse(url: &str) -> Result<ZkUrl> {
-        let bad = |reason: String| Error::InvalidUrl { url: url.to_string(), reason };
+        let bad = |reason: String| Error::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
         let rest = url
             .trim()
             .strip_prefix("zk://")
@@ -43,7 +46,11 @@ impl ZkUrl {
             }
             match port.parse::<u16>() {
                 Ok(p) if p > 0 => {}
-                _ => return Err(bad(format!("server {server:?} has an invalid port {port:?}"))),
+                _ => {
+                    return Err(bad(format!(
+                        "server {server:?} has an invalid port {port:?}"
+                    )))
+                }
             }
         }
         let trimmed = path.trim_end_matches('/');
@@ -54,7 +61,10 @@ impl ZkUrl {
         if path.split('/').any(|s| s == "." || s == "..") {
             return Err(bad(format!("path {path:?} has a relative segment")));
         }
-        Ok(ZkUrl { servers: servers.to_string(), path: path.to_string() })
+        Ok(ZkUrl {
+            servers: servers.to_string(),
+            path: path.to_string(),
+        })
     }
 
     /// True if `s` looks like a ZooKeeper URL (starts with `zk://`).

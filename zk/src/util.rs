@@ -54,7 +54,10 @@ pub(crate) async fn ensure_path(client: &Client, path: &str) -> Result<()> {
     if path == "/" {
         return Ok(());
     }
-    client.mkdir(path, &persistent()).await.map_err(|e| Error::zk(path, e))
+    client
+        .mkdir(path, &persistent())
+        .await
+        .map_err(|e| Error::zk(path, e))
 }
 
 /// Opens a new session. Fails fast (once every server was tried) when none answers.
@@ -64,7 +67,10 @@ pub(crate) async fn connect(url: &ZkUrl, session_timeout: Duration) -> Result<Cl
         .with_fail_eagerly()
         .connect(&url.servers)
         .await
-        .map_err(|source| Error::Connect { servers: url.servers.clone(), source })
+        .map_err(|source| Error::Connect {
+            servers: url.servers.clone(),
+            source,
+        })
 }
 
 /// Exponential backoff between reconnection attempts.
@@ -78,7 +84,10 @@ impl Backoff {
     const INITIAL: Duration = Duration::from_millis(100);
 
     pub(crate) fn new(max: Duration) -> Backoff {
-        Backoff { next: Self::INITIAL, max: max.max(Self::INITIAL) }
+        Backoff {
+            next: Self::INITIAL,
+            max: max.max(Self::INITIAL),
+        }
     }
 
     /// The delay to wait now; doubles the next one up to the maximum.
@@ -105,10 +114,23 @@ mod tests {
         assert_eq!(parse_election_node("log_replicas"), None);
         assert_eq!(parse_election_node("json.info_"), None);
         assert_eq!(parse_election_node("json.info_12a"), None);
-        assert_eq!(election_node_path("/mezzo", 7), "/mezzo/json.info_0000000007");
-        let kids = vec!["log_replicas".into(), "json.info_0000000010".into(), "json.info_0000000002".into()];
+        assert_eq!(
+            election_node_path("/mezzo", 7),
+            "/mezzo/json.info_0000000007"
+        );
+        let kids = vec![
+            "log_replicas".into(),
+            "json.info_0000000010".into(),
+            "json.info_0000000002".into(),
+        ];
         let m = election_members(&kids);
-        assert_eq!(m, vec![(2, "json.info_0000000002".into()), (10, "json.info_0000000010".into())]);
+        assert_eq!(
+            m,
+            vec![
+                (2, "json.info_0000000002".into()),
+                (10, "json.info_0000000010".into())
+            ]
+        );
     }
 
     #[test]
