@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::actor::Handle;
 use crate::model::{normalize_id, timestamp};
-use crate::state::{parse_bool, ApiError, Core, DeploymentResult, Embed};
+use crate::state::{parse_bool, ApiError, DeploymentResult, Embed};
 
 /// Static facts for `/v2/info`.
 #[derive(Debug, Clone)]
@@ -815,11 +815,6 @@ async fn group_delete(
     q: Params,
 ) -> Result<Response, ApiError> {
     group_remove(s, normalize_id(&rest), q).await
-}
-
-#[allow(dead_code)]
-fn _assert_core_is_send(c: Core) -> impl Send {
-    c
 }
 
 #[cfg(test)]
