@@ -46,8 +46,29 @@ enum Command {
     Agent(AgentArgs),
     /// Run one task's executor (started by the agent; not for humans).
     Executor(ExecutorArgs),
-    /// Run a standalone master and one agent on this machine.
+    /// Run the Metronome-style batch framework (`/v1/jobs`).
+    Batch(BatchArgs),
+    /// Run a standalone master, one agent and the frameworks on this machine.
     Local(LocalArgs),
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    /// The master: `host:port` (comma-separated for several) or `zk://host:2181,.../mezzo`.
+    #[arg(long, env = "MEZZO_MASTER")]
+    master: String,
+    /// Address of the `/v1` HTTP API.
+    #[arg(long, env = "MEZZO_BATCH_HTTP", default_value = "127.0.0.1:9000")]
+    http: SocketAddr,
+    /// Directory for the framework's durable state.
+    #[arg(long, env = "MEZZO_BATCH_STATE_DIR", default_value = "/var/lib/mezzo/batch")]
+    state_dir: PathBuf,
+    /// Framework name registered with the master.
+    #[arg(long, env = "MEZZO_BATCH_NAME", default_value = "metronome")]
+    name: String,
+    /// Role for the framework's offers.
+    #[arg(long, env = "MEZZO_BATCH_ROLE", default_value = "*")]
+    role: String,
 }
 
 /// Flags shared by `master` and `local`.
@@ -157,6 +178,9 @@ struct LocalArgs {
     /// Master port (0 = any free port).
     #[arg(long, env = "MEZZO_PORT", default_value_t = 5050)]
     port: u16,
+    /// Port of the batch framework's `/v1` API (0 = any free port).
+    #[arg(long, env = "MEZZO_BATCH_PORT", default_value_t = 9000)]
+    batch_port: u16,
     /// Agent work directory.
     #[arg(long, env = "MEZZO_WORK_DIR", default_value = "/tmp/mezzo-local")]
     work_dir: PathBuf,
@@ -187,6 +211,7 @@ fn main() -> Result<()> {
         Command::Master(args) => runtime()?.block_on(run_master(args)),
         Command::Agent(args) => runtime()?.block_on(run_agent(args)),
         Command::Local(args) => runtime()?.block_on(run_local(args)),
+        Command::Batch(args) => runtime()?.block_on(run_batch(args)),
     }
 }
 
@@ -304,13 +329,39 @@ async fn run_local(args: LocalArgs) -> Result<()> {
         agent.resources,
         agent.isolation
     );
+    let state_root = agent.work_dir.join("frameworks");
+    let agent_task = tokio::spawn(mezzo_agent::run(agent));
+    let batch = mezzo_batch::start(mezzo_batch::BatchConfig::new(
+        master.addr.to_string(),
+        SocketAddr::from(([127, 0, 0, 1], args.batch_port)),
+        state_root.join("batch"),
+    ))
+    .await
+    .context("starting the batch framework")?;
+    println!("batch: http://{}/v1/jobs", batch.addr);
     println!(
         "try: cargo run --release -p mezzo-sdk --example launch -- --master {} --tasks 50",
         master.addr
     );
     tokio::select! {
         r = master.wait() => r.context("master server"),
-        r = mezzo_agent::run(agent) => r.context("agent"),
+        r = agent_task => match r {
+            Ok(r) => r.context("agent"),
+            Err(e) => Err(anyhow!("agent task: {e}")),
+        },
+        _ = batch.wait() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn run_batch(args: BatchArgs) -> Result<()> {
+    let mut config = mezzo_batch::BatchConfig::new(args.master, args.http, args.state_dir);
+    config.framework_name = args.name;
+    config.role = args.role;
+    let batch = mezzo_batch::start(config).await.context("starting the batch framework")?;
+    println!("batch: http://{}/v1/jobs", batch.addr);
+    tokio::select! {
+        _ = batch.wait() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

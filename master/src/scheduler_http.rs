@@ -1036,11 +1036,16 @@ pub(crate) fn router(handle: Handle, snapshot: watch::Receiver<Snapshot>) -> Rou
 }
 
 /// Where a non-leading master sends clients: `Some("host:port")` of the
-/// leader. Standalone masters always lead, so this is `None` until the
-/// ZooKeeper leadership flag is wired in (the lead's ZK election work): it
-/// should then return the leader's address when this master is a standby.
-pub(crate) fn leader_redirect(_state: &ApiState) -> Option<String> {
-    None
+/// leader when this master is a standby that knows it. (A standby that
+/// knows no leader lets the call through; the actor answers NotLeader,
+/// which becomes a 503.)
+pub(crate) fn leader_redirect(state: &ApiState) -> Option<String> {
+    let snap = state.snapshot.borrow();
+    if snap.leading {
+        None
+    } else {
+        snap.leader.clone()
+    }
 }
 
 fn plain(code: StatusCode, msg: impl Into<String>) -> Response {

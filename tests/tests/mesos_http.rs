@@ -757,17 +757,39 @@ fn python() -> Result<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymesos_scheduler_runs_unchanged() -> Result<()> {
-    // Via `host:port`. Via `zk://` (pymesos' MasterDetector reads the
-    // json.info_ znodes) is to be added once masters contend in ZooKeeper.
     init_logs();
     let master = MasterProc::start(&[])?;
     let _agent = AgentProc::start(&master.addr, "cpus:2;mem:1024", &[])?;
+    run_pymesos(&master.addr, std::slice::from_ref(&master)).await
+}
+
+/// pymesos' MasterDetector reads the `json.info_` znodes with kazoo and
+/// follows the elected master, as it does with Mesos.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymesos_scheduler_finds_the_leader_through_zookeeper() -> Result<()> {
+    init_logs();
+    let zk = mezzo_tests::zk::ZkServer::start()?;
+    let url = zk.url("/mezzo");
+    let masters: Vec<MasterProc> = (0..2)
+        .map(|_| MasterProc::start(&["--zk", &url, "--zk-session-timeout", "2s"]))
+        .collect::<Result<_>>()?;
+    let _agent = AgentProc::start(&url, "cpus:2;mem:1024", &["--isolation", "posix"])?;
+    run_pymesos(&url, &masters).await
+}
+
+/// Runs tests/python/pymesos_framework.py against `master` and checks that
+/// its 5 tasks ran and finished, as the leading one of `masters` saw it.
+async fn run_pymesos(master: &str, masters: &[MasterProc]) -> Result<()> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pymesos_framework.py");
-    let out_path = output_dir().join("pymesos_framework.log");
+    let tag: String = master
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let out_path = output_dir().join(format!("pymesos_framework-{tag}.log"));
     let out = std::fs::File::create(&out_path)?;
     let mut child = Command::new(python()?)
         .arg(&script)
-        .arg(&master.addr)
+        .arg(master)
         .arg("5")
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -804,7 +826,16 @@ async fn pymesos_scheduler_runs_unchanged() -> Result<()> {
     }
     // It tore itself down on stop(); the master kept its finished tasks.
     let state = eventually(T, "the pymesos framework to be torn down", || async {
-        let s = master.state().await.ok()?;
+        let mut leader = None;
+        for m in masters {
+            let elected = get_json(&format!("{}/metrics/snapshot", m.url()))
+                .await
+                .ok()?;
+            if elected["master/elected"] == 1 {
+                leader = Some(m);
+            }
+        }
+        let s = leader?.state().await.ok()?;
         s["completed_frameworks"]
             .as_array()
             .is_some_and(|f| f.iter().any(|f| f["name"] == "pymesos-sleep"))
