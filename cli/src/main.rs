@@ -48,8 +48,29 @@ enum Command {
     Executor(ExecutorArgs),
     /// Run the Metronome-style batch framework (`/v1/jobs`).
     Batch(BatchArgs),
+    /// Run the Marathon-compatible service framework (`/v2/apps`).
+    Marathon(MarathonArgs),
     /// Run a standalone master, one agent and the frameworks on this machine.
     Local(LocalArgs),
+}
+
+#[derive(Args)]
+struct MarathonArgs {
+    /// The master: `host:port` (comma-separated for several) or `zk://host:2181,.../mezzo`.
+    #[arg(long, env = "MEZZO_MASTER")]
+    master: String,
+    /// Address of the `/v2` HTTP API.
+    #[arg(long, env = "MEZZO_MARATHON_HTTP", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Directory for the framework's durable state.
+    #[arg(long, env = "MEZZO_MARATHON_STATE_DIR", default_value = "/var/lib/mezzo/marathon")]
+    state_dir: PathBuf,
+    /// Framework name registered with the master.
+    #[arg(long, env = "MEZZO_MARATHON_NAME", default_value = "marathon")]
+    name: String,
+    /// Role for the framework's offers.
+    #[arg(long, env = "MEZZO_MARATHON_ROLE", default_value = "*")]
+    role: String,
 }
 
 #[derive(Args)]
@@ -178,6 +199,9 @@ struct LocalArgs {
     /// Master port (0 = any free port).
     #[arg(long, env = "MEZZO_PORT", default_value_t = 5050)]
     port: u16,
+    /// Port of the Marathon framework's `/v2` API (0 = any free port).
+    #[arg(long, env = "MEZZO_MARATHON_PORT", default_value_t = 8080)]
+    marathon_port: u16,
     /// Port of the batch framework's `/v1` API (0 = any free port).
     #[arg(long, env = "MEZZO_BATCH_PORT", default_value_t = 9000)]
     batch_port: u16,
@@ -212,6 +236,7 @@ fn main() -> Result<()> {
         Command::Agent(args) => runtime()?.block_on(run_agent(args)),
         Command::Local(args) => runtime()?.block_on(run_local(args)),
         Command::Batch(args) => runtime()?.block_on(run_batch(args)),
+        Command::Marathon(args) => runtime()?.block_on(run_marathon(args)),
     }
 }
 
@@ -338,6 +363,14 @@ async fn run_local(args: LocalArgs) -> Result<()> {
     ))
     .await
     .context("starting the batch framework")?;
+    let marathon = mezzo_marathon::start(mezzo_marathon::MarathonConfig::new(
+        master.addr.to_string(),
+        SocketAddr::from(([127, 0, 0, 1], args.marathon_port)),
+        state_root.join("marathon"),
+    ))
+    .await
+    .context("starting the Marathon framework")?;
+    println!("marathon: http://{}", marathon.addr);
     println!("batch: http://{}/v1/jobs", batch.addr);
     println!(
         "try: cargo run --release -p mezzo-sdk --example launch -- --master {} --tasks 50",
@@ -350,6 +383,21 @@ async fn run_local(args: LocalArgs) -> Result<()> {
             Err(e) => Err(anyhow!("agent task: {e}")),
         },
         _ = batch.wait() => Ok(()),
+        r = marathon.wait() => r.context("marathon"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn run_marathon(args: MarathonArgs) -> Result<()> {
+    let mut config = mezzo_marathon::MarathonConfig::new(args.master, args.http, args.state_dir);
+    config.framework_name = args.name;
+    config.role = args.role;
+    let marathon = mezzo_marathon::start(config)
+        .await
+        .context("starting the Marathon framework")?;
+    println!("marathon: http://{}", marathon.addr);
+    tokio::select! {
+        r = marathon.wait() => r.context("marathon"),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
