@@ -8,6 +8,8 @@
 //! leadership epoch), and hands out [`Driver`] handles to answer with: accept / launch,
 //! decline, revive, suppress, kill, acknowledge, reconcile, teardown, stop. The
 //! [`matching`] module fits tasks into offers and builds `TaskInfo`s.
+//! The [`store`] module keeps a framework's durable state (one versioned key-value
+//! [`Store`] trait; files, ZooKeeper, memory).
 //!
 //! The protocol types are re-exported as [`v1`] (from `mezzo-proto`), together with
 //! [`Resources`] and [`RangeSet`], so a framework needs no other Mezzo crate.
@@ -69,6 +71,7 @@ mod driver;
 mod error;
 pub mod matching;
 mod scheduler;
+pub mod store;
 
 pub use async_trait::async_trait;
 pub use config::{DriverConfig, LEADER_METADATA_KEY};
@@ -76,3 +79,6 @@ pub use driver::{run, Driver, SchedulerDriver};
 pub use error::SdkError;
 pub use mezzo_proto::{task_state, v1, RangeSet, Resources};
 pub use scheduler::Scheduler;
+pub use store::{
+    key_segment, FileStore, FrameworkZk, MemoryStore, Store, StoreError, Versioned, ZooKeeperStore,
+};

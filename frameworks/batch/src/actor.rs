@@ -33,8 +33,8 @@ use crate::clock::Clock;
 use crate::cron::{evaluate, CronSpec};
 use crate::model::{ConcurrencyPolicy, JobSpec, ScheduleSpec};
 use crate::run::{Action, JobRun, RunStatus};
-use crate::store::Store;
 use crate::BatchError;
+use mezzo_sdk::store::Store;
 
 /// Finished runs kept per job (for `?include=finished` and `embed=history`).
 const KEPT_FINISHED_RUNS: usize = 20;
@@ -356,7 +356,7 @@ impl Actor {
         };
         let data = serde_json::to_vec(record).map_err(|e| ApiError::internal(e.to_string()))?;
         self.store
-            .put(&job_key(id), data, None)
+            .put(&job_key(id), &data, None)
             .await
             .map_err(|e| ApiError::internal(format!("store: {e}")))?;
         Ok(())
@@ -365,7 +365,7 @@ impl Actor {
     async fn save_run(&self, run: &JobRun) -> Result<(), ApiError> {
         let data = serde_json::to_vec(run).map_err(|e| ApiError::internal(e.to_string()))?;
         self.store
-            .put(&run_key(&run.job_id, &run.id), data, None)
+            .put(&run_key(&run.job_id, &run.id), &data, None)
             .await
             .map_err(|e| ApiError::internal(format!("store: {e}")))?;
         Ok(())
@@ -431,11 +431,7 @@ impl Actor {
         self.revived = true; // a fresh subscription is not suppressed
         self.last_revive = Some(tokio::time::Instant::now());
         if self.framework_id.as_deref() != Some(id.as_str()) {
-            if let Err(e) = self
-                .store
-                .put("framework-id", id.clone().into_bytes(), None)
-                .await
-            {
+            if let Err(e) = self.store.put("framework-id", id.as_bytes(), None).await {
                 warn!(error = %e, "persisting the framework id failed");
             }
             self.framework_id = Some(id);

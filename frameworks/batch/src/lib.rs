@@ -11,7 +11,8 @@
 //! * [`cron`]: cron + time zone evaluation (which tick fires, `nextRunAt`).
 //! * [`run`]: the run state machine (slots, retries with backoff, deadlines).
 //! * [`constraints`]: placement constraints against offers.
-//! * [`store`]: the durable [`Store`] trait and its local-file implementation.
+//! * Durable state goes through `mezzo_sdk::store` ([`Store`]: a local [`FileStore`] or,
+//!   with ZooKeeper, a [`ZooKeeperStore`]).
 //! * `actor`: the one owner of the framework's state; `api`: the axum handlers.
 //!
 //! Invariants: only the actor mutates state, and it persists every change before
@@ -29,7 +30,6 @@ pub mod constraints;
 pub mod cron;
 pub mod model;
 pub mod run;
-pub mod store;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -46,7 +46,7 @@ pub use api::{ApiError, Embed};
 /// Re-exported: [`Clock`] and [`OffsetClock`] speak `chrono` types.
 pub use chrono;
 pub use clock::{Clock, OffsetClock, SystemClock};
-pub use store::{FileStore, MemoryStore, Store, StoreError};
+pub use mezzo_sdk::store::{FileStore, MemoryStore, Store, StoreError, ZooKeeperStore};
 
 use actor::{Actor, Command, OfferPlan};
 

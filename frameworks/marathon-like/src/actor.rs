@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::state::{ApiError, AppRecord, Core, Deployment, Effect, Instance, Settings};
-use crate::store::{key_segment, Store};
 use crate::MarathonError;
+use mezzo_sdk::store::{key_segment, Store};
 
 type Reply = Box<dyn FnOnce() + Send>;
 type Job = Box<dyn FnOnce(&mut Core, DateTime<Utc>) -> Reply + Send>;
@@ -112,33 +112,37 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
 pub(crate) async fn load(store: &dyn Store, settings: Settings) -> Result<Core, MarathonError> {
     let mut core = Core::new(settings);
     if let Some(v) = store.get("framework-id").await? {
-        let id = String::from_utf8_lossy(&v.value).trim().to_string();
+        let id = String::from_utf8_lossy(&v.data).trim().to_string();
         if !id.is_empty() {
             core.framework_id = Some(id);
         }
     }
-    for key in store.list("apps").await? {
+    for name in store.list("apps").await? {
+        let key = format!("apps/{name}");
         if let Some(v) = store.get(&key).await? {
-            let r: AppRecord = decode(&key, &v.value)?;
+            let r: AppRecord = decode(&key, &v.data)?;
             core.apps.insert(r.app.id.clone(), r);
         }
     }
-    for key in store.list("tasks").await? {
+    for name in store.list("tasks").await? {
+        let key = format!("tasks/{name}");
         if let Some(v) = store.get(&key).await? {
-            let i: Instance = decode(&key, &v.value)?;
+            let i: Instance = decode(&key, &v.data)?;
             core.instances.insert(i.task_id.clone(), i);
         }
     }
-    for key in store.list("deployments").await? {
+    for name in store.list("deployments").await? {
+        let key = format!("deployments/{name}");
         if let Some(v) = store.get(&key).await? {
-            let d: Deployment = decode(&key, &v.value)?;
+            let d: Deployment = decode(&key, &v.data)?;
             core.deployments.push(d);
         }
     }
     core.deployments.sort_by(|a, b| a.version.cmp(&b.version));
-    for key in store.list("groups").await? {
+    for name in store.list("groups").await? {
+        let key = format!("groups/{name}");
         if let Some(v) = store.get(&key).await? {
-            let (id, deps): (String, Vec<String>) = decode(&key, &v.value)?;
+            let (id, deps): (String, Vec<String>) = decode(&key, &v.data)?;
             core.groups.insert(id, deps);
         }
     }

@@ -12,7 +12,7 @@
 //! * [`constraints`], [`planner`], [`backoff`] — pure decision functions with tests;
 //! * [`state`] — the whole state and every decision, returning effects;
 //! * `actor` — the one task that owns the [`state::Core`], performs its effects
-//!   (SDK driver calls, [`store::Store`] writes) and publishes events;
+//!   (SDK driver calls, [`Store`] writes) and publishes events;
 //! * `http` — axum handlers that message the actor.
 //!
 //! Invariants: only the actor mutates state; state is persisted before an API call is
@@ -29,7 +29,6 @@ mod http;
 pub mod model;
 pub mod planner;
 pub mod state;
-pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,7 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-pub use crate::store::{FileStore, Store, StoreError};
+pub use mezzo_sdk::store::{FileStore, Store, StoreError, ZooKeeperStore};
 
 /// Errors starting or running the framework.
 #[derive(Debug, thiserror::Error)]
