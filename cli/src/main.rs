@@ -63,7 +63,11 @@ struct MarathonArgs {
     #[arg(long, env = "MEZZO_MARATHON_HTTP", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
     /// Directory for the framework's durable state.
-    #[arg(long, env = "MEZZO_MARATHON_STATE_DIR", default_value = "/var/lib/mezzo/marathon")]
+    #[arg(
+        long,
+        env = "MEZZO_MARATHON_STATE_DIR",
+        default_value = "/var/lib/mezzo/marathon"
+    )]
     state_dir: PathBuf,
     /// Framework name registered with the master.
     #[arg(long, env = "MEZZO_MARATHON_NAME", default_value = "marathon")]
@@ -82,7 +86,11 @@ struct BatchArgs {
     #[arg(long, env = "MEZZO_BATCH_HTTP", default_value = "127.0.0.1:9000")]
     http: SocketAddr,
     /// Directory for the framework's durable state.
-    #[arg(long, env = "MEZZO_BATCH_STATE_DIR", default_value = "/var/lib/mezzo/batch")]
+    #[arg(
+        long,
+        env = "MEZZO_BATCH_STATE_DIR",
+        default_value = "/var/lib/mezzo/batch"
+    )]
     state_dir: PathBuf,
     /// Framework name registered with the master.
     #[arg(long, env = "MEZZO_BATCH_NAME", default_value = "metronome")]
@@ -113,6 +121,10 @@ struct MasterFlags {
     /// Role weights, `role1=2,role2=0.5`.
     #[arg(long, env = "MEZZO_WEIGHTS", default_value = "")]
     weights: String,
+    /// After a failover, agents known to the registry that have not
+    /// re-registered within this time are marked unreachable.
+    #[arg(long, env = "MEZZO_AGENT_REREGISTER_TIMEOUT", default_value = "10min", value_parser = parse_duration)]
+    agent_reregister_timeout: Duration,
 }
 
 /// ZooKeeper flags of `master`.
@@ -140,6 +152,10 @@ struct MasterArgs {
     /// Hostname advertised to agents and frameworks.
     #[arg(long, env = "MEZZO_HOSTNAME")]
     hostname: Option<String>,
+    /// Directory for the standalone registry (admitted agents, frameworks);
+    /// with `--zk` the registry lives in ZooKeeper instead.
+    #[arg(long, env = "MEZZO_MASTER_WORK_DIR")]
+    work_dir: Option<PathBuf>,
     #[command(flatten)]
     flags: MasterFlags,
     #[command(flatten)]
@@ -183,6 +199,12 @@ struct AgentArgs {
     /// Directory for sandboxes and checkpoints.
     #[arg(long, env = "MEZZO_WORK_DIR", default_value = "/var/lib/mezzo")]
     work_dir: PathBuf,
+    /// Address the agent's HTTP API (`/state`, `/metrics`, `/files`) listens on.
+    #[arg(long, env = "MEZZO_AGENT_IP", default_value = "0.0.0.0")]
+    ip: std::net::IpAddr,
+    /// Port of the agent's HTTP API (0 = any free port).
+    #[arg(long, env = "MEZZO_AGENT_PORT", default_value_t = 5051)]
+    port: u16,
     #[command(flatten)]
     flags: AgentFlags,
 }
@@ -205,6 +227,9 @@ struct LocalArgs {
     /// Port of the batch framework's `/v1` API (0 = any free port).
     #[arg(long, env = "MEZZO_BATCH_PORT", default_value_t = 9000)]
     batch_port: u16,
+    /// Port of the agent's HTTP API (0 = any free port).
+    #[arg(long, env = "MEZZO_AGENT_PORT", default_value_t = 5051)]
+    agent_port: u16,
     /// Agent work directory.
     #[arg(long, env = "MEZZO_WORK_DIR", default_value = "/tmp/mezzo-local")]
     work_dir: PathBuf,
@@ -272,6 +297,7 @@ fn master_config(
         agent_ping_timeout: f.agent_ping_timeout,
         max_agent_ping_timeouts: f.max_agent_ping_timeouts,
         framework_heartbeat_interval: f.framework_heartbeat_interval,
+        agent_reregister_timeout: f.agent_reregister_timeout,
         weights: mezzo_master::parse_weights(&f.weights).map_err(|e| anyhow!("--weights: {e}"))?,
         ..MasterConfig::default()
     })
@@ -320,6 +346,7 @@ async fn run_master(args: MasterArgs) -> Result<()> {
         anyhow::bail!("--quorum {q} needs --zk");
     }
     config.zk = args.zk.zk;
+    config.work_dir = args.work_dir;
     config.zk_session_timeout = args.zk.zk_session_timeout;
     let master = mezzo_master::start(config).await?;
     println!("master: http://{}", master.addr);
@@ -327,17 +354,31 @@ async fn run_master(args: MasterArgs) -> Result<()> {
 }
 
 async fn run_agent(args: AgentArgs) -> Result<()> {
-    let config = agent_config(args.master, args.work_dir, &args.flags)?;
-    println!("agent: work dir {}", config.work_dir.display());
-    mezzo_agent::run(config).await.context("agent")
+    let mut config = agent_config(args.master, args.work_dir, &args.flags)?;
+    config.http_listen = Some(SocketAddr::new(args.ip, args.port));
+    let hostname = config.hostname.clone();
+    let work_dir = config.work_dir.clone();
+    let agent = mezzo_agent::start(config).await.context("agent")?;
+    // The first `agent:` line comes once the HTTP API is reachable.
+    if let Some(addr) = agent.http_addr {
+        let host = if addr.ip().is_unspecified() {
+            hostname
+        } else {
+            addr.ip().to_string()
+        };
+        println!("agent: http://{host}:{}", addr.port());
+    }
+    println!("agent: work dir {}", work_dir.display());
+    agent.wait().await.context("agent")
 }
 
 async fn run_local(args: LocalArgs) -> Result<()> {
-    let config = master_config(
+    let mut config = master_config(
         SocketAddr::from(([127, 0, 0, 1], args.port)),
         Some("127.0.0.1".into()),
         &args.master,
     )?;
+    config.work_dir = Some(args.work_dir.join("master"));
     let master = mezzo_master::start(config).await?;
     let url = format!("http://{}", master.addr);
     let mut agent = agent_config(master.addr.to_string(), args.work_dir, &args.agent)?;
@@ -348,14 +389,20 @@ async fn run_local(args: LocalArgs) -> Result<()> {
         .unwrap_or_else(|| "127.0.0.1".into());
     println!("master: {url}");
     println!("master state: {url}/master/state");
-    println!(
-        "agent: work dir {} ({}, {})",
+    agent.http_listen = Some(SocketAddr::from(([127, 0, 0, 1], args.agent_port)));
+    let agent_line = format!(
+        "work dir {} ({}, {})",
         agent.work_dir.display(),
         agent.resources,
         agent.isolation
     );
     let state_root = agent.work_dir.join("frameworks");
-    let agent_task = tokio::spawn(mezzo_agent::run(agent));
+    let running_agent = mezzo_agent::start(agent).await.context("agent")?;
+    if let Some(addr) = running_agent.http_addr {
+        println!("agent: http://{addr}");
+    }
+    println!("agent: {agent_line}");
+    let agent_task = tokio::spawn(running_agent.wait());
     let batch = mezzo_batch::start(mezzo_batch::BatchConfig::new(
         master.addr.to_string(),
         SocketAddr::from(([127, 0, 0, 1], args.batch_port)),
@@ -406,7 +453,9 @@ async fn run_batch(args: BatchArgs) -> Result<()> {
     let mut config = mezzo_batch::BatchConfig::new(args.master, args.http, args.state_dir);
     config.framework_name = args.name;
     config.role = args.role;
-    let batch = mezzo_batch::start(config).await.context("starting the batch framework")?;
+    let batch = mezzo_batch::start(config)
+        .await
+        .context("starting the batch framework")?;
     println!("batch: http://{}/v1/jobs", batch.addr);
     tokio::select! {
         _ = batch.wait() => Ok(()),

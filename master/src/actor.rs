@@ -201,18 +201,25 @@ pub(crate) struct Master {
     metrics: Metrics,
     /// False while a standby (or after losing the ZooKeeper session).
     leading: bool,
+    registry: crate::registry::RegistryState,
+    registry_writer: Option<watch::Sender<crate::registry::RegistryState>>,
+    registry_dirty: bool,
+    /// Agents the registry knows that have not re-registered yet.
+    expected_agents: HashMap<String, (crate::registry::AdmittedAgent, Instant)>,
     /// `host:port` of the leader, for redirects.
     leader_hint: Option<String>,
     elected_time: Option<f64>,
 }
 
 /// The election state as the actor needs it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum LeaderState {
     /// This master leads in `epoch` (the znode sequence).
     Leading {
         /// Leadership epoch: every message carries it.
         epoch: u64,
+        /// The registry as this term loaded it.
+        registry: Option<Arc<std::sync::Mutex<Option<crate::registry::RegistryHandle>>>>,
     },
     /// Another master leads (`host:port`, if known).
     Following {
@@ -223,7 +230,7 @@ pub enum LeaderState {
     Lost,
 }
 
-/// Counters exported in `/metrics/snapshot`.
+/// Counters exported in `/metrics/snapshot` (and, through it, `/metrics`).
 #[derive(Default, Clone)]
 struct Metrics {
     allocation_runs: u64,
@@ -231,6 +238,13 @@ struct Metrics {
     status_updates: u64,
     launched_tasks: u64,
     invalid_launches: u64,
+    /// Scheduler calls by Mesos `master/messages_*` name.
+    calls: BTreeMap<&'static str, u64>,
+    agent_registrations: u64,
+    agent_reregistrations: u64,
+    agent_removals: u64,
+    /// Allocation run, offer->accept and launch latencies.
+    timings: crate::metrics::Timings,
 }
 
 impl Master {
@@ -257,6 +271,10 @@ impl Master {
             // Standalone masters lead from the start; ZooKeeper mode starts
             // as a standby until elected.
             leading: standalone,
+            registry: Default::default(),
+            registry_writer: None,
+            registry_dirty: false,
+            expected_agents: HashMap::new(),
             leader_hint: None,
             elected_time: standalone.then(now_secs),
         }
@@ -336,10 +354,11 @@ impl Master {
 
     fn leadership(&mut self, state: LeaderState) {
         match state {
-            LeaderState::Leading { epoch } => {
+            LeaderState::Leading { epoch, registry } => {
                 if self.leading && self.info.epoch == epoch {
                     return;
                 }
+                let handle = registry.and_then(|r| r.lock().ok().and_then(|mut h| h.take()));
                 info!(epoch, "elected leading master");
                 // Nothing from an earlier term survives: peers re-register
                 // and re-subscribe with this epoch.
@@ -348,6 +367,9 @@ impl Master {
                 self.leading = true;
                 self.leader_hint = Some(format!("{}:{}", self.info.ip, self.info.port));
                 self.elected_time = Some(now_secs());
+                if let Some(h) = handle {
+                    self.adopt_registry(h);
+                }
             }
             LeaderState::Following { leader } => {
                 if self.leading {
@@ -365,6 +387,93 @@ impl Master {
                 self.leading = false;
                 self.leader_hint = None;
             }
+        }
+    }
+
+    /// Takes over what the registry remembers from earlier terms: frameworks
+    /// (their failover timeouts start now, as in Mesos), removed framework
+    /// ids, and agents that get `agent_reregister_timeout` to come back.
+    pub(crate) fn adopt_registry(&mut self, h: crate::registry::RegistryHandle) {
+        let now = Instant::now();
+        for (id, f) in &h.state.frameworks {
+            if self.frameworks.contains_key(id) {
+                continue;
+            }
+            let info = v1::FrameworkInfo {
+                id: id.clone(),
+                name: f.name.clone(),
+                user: f.user.clone(),
+                failover_timeout: f.failover_timeout,
+                roles: vec![f.role.clone()],
+                capabilities: f.capabilities.clone(),
+                ..Default::default()
+            };
+            let fw = self.new_framework(id.clone(), info);
+            self.frameworks.insert(id.clone(), fw);
+        }
+        for (id, a) in &h.state.agents {
+            if !self.agents.contains_key(id) {
+                self.expected_agents.insert(
+                    id.clone(),
+                    (a.clone(), now + self.config.agent_reregister_timeout),
+                );
+            }
+        }
+        info!(
+            frameworks = h.state.frameworks.len(),
+            agents = h.state.agents.len(),
+            removed = h.state.removed_frameworks.len(),
+            "recovered the registry"
+        );
+        self.registry = h.state;
+        self.registry_writer = Some(h.writer);
+    }
+
+    /// Records a registry change; the run loop hands it to the writer.
+    fn registry_update(&mut self, f: impl FnOnce(&mut crate::registry::RegistryState)) {
+        f(&mut self.registry);
+        self.registry_dirty = true;
+    }
+
+    /// Agents from the registry that did not re-register in time become
+    /// unreachable (Mesos' `--agent_reregister_timeout`).
+    fn expire_expected_agents(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .expected_agents
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let Some((a, _)) = self.expected_agents.remove(&id) else {
+                continue;
+            };
+            warn!(agent.id = %id, "agent did not re-register after the failover: unreachable");
+            let total = Resources::parse(&a.resources).unwrap_or_default();
+            self.agents.insert(
+                id.clone(),
+                Agent {
+                    id: id.clone(),
+                    info: v1::AgentInfo {
+                        id: id.clone(),
+                        hostname: a.hostname.clone(),
+                        port: a.port,
+                        resources: total.to_proto(),
+                        attributes: Vec::new(),
+                    },
+                    total,
+                    used: Resources::new(),
+                    offered: Resources::new(),
+                    tx: None,
+                    conn: 0,
+                    last_seen: now,
+                    last_ping: now,
+                    reachable: false,
+                    registered_time: now_secs(),
+                    reregistered_time: None,
+                },
+            );
+            self.dirty = true;
         }
     }
 
@@ -389,6 +498,10 @@ impl Master {
         self.frameworks.clear();
         self.completed_frameworks.clear();
         self.offers.clear();
+        self.expected_agents.clear();
+        // The next term loads the registry afresh; this writer is fenced.
+        self.registry_writer = None;
+        self.registry_dirty = false;
         self.allocate_now = false;
     }
 
@@ -460,6 +573,23 @@ impl Master {
                 ping_interval_seconds: self.config.agent_ping_timeout.as_secs_f64(),
             }),
         );
+        let admitted = crate::registry::AdmittedAgent {
+            hostname: agent.info.hostname.clone(),
+            port: agent.info.port,
+            resources: agent.total.to_string(),
+        };
+        self.expected_agents.remove(&id);
+        if self.registry.agents.get(&id) != Some(&admitted) {
+            let key = id.clone();
+            self.registry_update(|r| {
+                r.agents.insert(key, admitted);
+            });
+        }
+        if existing || reregister {
+            self.metrics.agent_reregistrations += 1;
+        } else {
+            self.metrics.agent_registrations += 1;
+        }
         self.reconcile_agent_tasks(&id, register.tasks, &register.frameworks);
         self.allocate_now = true;
         Ok((id, conn))
@@ -629,6 +759,11 @@ impl Master {
         if let Some(t) = fw.tasks.get_mut(&status.task_id) {
             let was_terminal = t.state.is_terminal();
             if !was_terminal {
+                if state == TaskState::TaskRunning && t.state != TaskState::TaskRunning {
+                    if let Some((_, staged)) = t.statuses.first() {
+                        self.metrics.timings.launch(now_secs() - staged);
+                    }
+                }
                 t.state = state;
                 t.statuses.push((state, status.timestamp));
                 if state.is_terminal() {
@@ -834,7 +969,9 @@ impl Master {
         if info.user.is_empty() {
             info.user = "root".into();
         }
-        if self.completed_frameworks.iter().any(|f| f.id == info.id) {
+        if self.completed_frameworks.iter().any(|f| f.id == info.id)
+            || (!info.id.is_empty() && self.registry.removed_frameworks.contains(&info.id))
+        {
             return Err(MasterError::FailedPrecondition(format!(
                 "framework {} has been removed (torn down or failover timeout)",
                 info.id
@@ -889,6 +1026,19 @@ impl Master {
                 master_info: Some(self.info.clone()),
             }),
         );
+        let registered = crate::registry::RegisteredFramework {
+            name: fw.info.name.clone(),
+            role: fw.role.clone(),
+            failover_timeout: fw.info.failover_timeout,
+            user: fw.info.user.clone(),
+            capabilities: fw.info.capabilities.clone(),
+        };
+        if self.registry.frameworks.get(&id) != Some(&registered) {
+            let key = id.clone();
+            self.registry_update(|r| {
+                r.frameworks.insert(key, registered);
+            });
+        }
         self.allocate_now = true;
         Ok((id, conn))
     }
@@ -967,6 +1117,14 @@ impl Master {
         while self.completed_frameworks.len() > 50 {
             self.completed_frameworks.pop_front();
         }
+        let id = framework_id.to_string();
+        self.registry_update(|r| {
+            r.frameworks.remove(&id);
+            r.removed_frameworks.insert(id);
+            while r.removed_frameworks.len() > crate::registry::MAX_REMOVED_FRAMEWORKS {
+                r.removed_frameworks.pop_first();
+            }
+        });
         self.allocate_now = true;
     }
 
@@ -982,6 +1140,11 @@ impl Master {
                 "framework '{fid}' is not connected: subscribe first"
             )));
         }
+        *self
+            .metrics
+            .calls
+            .entry(crate::metrics::call_metric(&call))
+            .or_default() += 1;
         match call {
             Call::Accept(a) => self.accept(a),
             Call::Decline(d) => {
@@ -1118,6 +1281,9 @@ impl Master {
         let mut pool = Resources::new();
         for offer_id in &req.offer_ids {
             if let Some(o) = self.remove_offer(offer_id) {
+                self.metrics
+                    .timings
+                    .offer_accept(Instant::now().duration_since(o.created).as_secs_f64());
                 pool.add(&o.resources);
             }
         }
@@ -1495,6 +1661,7 @@ impl Master {
         if !self.leading {
             return;
         }
+        self.expire_expected_agents(Instant::now());
         let now = Instant::now();
         let epoch = self.epoch();
         let ping = self.config.agent_ping_timeout;
@@ -1553,6 +1720,7 @@ impl Master {
     fn mark_unreachable(&mut self, agent_id: &str) {
         warn!(agent.id = %agent_id, "agent missed its pings: marking unreachable");
         self.dirty = true;
+        self.metrics.agent_removals += 1;
         if let Some(a) = self.agents.get_mut(agent_id) {
             a.reachable = false;
             a.tx = None;
@@ -1683,6 +1851,9 @@ impl Master {
         }
         self.metrics.allocation_runs += 1;
         self.metrics.last_allocation_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.metrics
+            .timings
+            .allocation_run(started.elapsed().as_secs_f64());
         self.dirty = true;
     }
 
@@ -1853,7 +2024,28 @@ impl Master {
             json!(self.metrics.status_updates),
         );
         m.insert(
-            "master/messages_launch_tasks".into(),
+            "master/valid_status_updates".into(),
+            json!(self.metrics.status_updates),
+        );
+        // Mesos counts ACCEPT messages here; the tasks they launched are
+        // `mezzo/tasks_launched`.
+        for name in [
+            "master/messages_launch_tasks",
+            "master/messages_decline_offers",
+            "master/messages_revive_offers",
+            "master/messages_suppress_offers",
+            "master/messages_kill_task",
+            "master/messages_status_update_acknowledgement",
+            "master/messages_reconcile_tasks",
+            "master/messages_unregister_framework",
+        ] {
+            m.insert(
+                name.into(),
+                json!(self.metrics.calls.get(name).copied().unwrap_or(0)),
+            );
+        }
+        m.insert(
+            "mezzo/tasks_launched".into(),
             json!(self.metrics.launched_tasks),
         );
         m.insert(
@@ -1861,13 +2053,53 @@ impl Master {
             json!(self.metrics.invalid_launches),
         );
         m.insert(
+            "master/slave_registrations".into(),
+            json!(self.metrics.agent_registrations),
+        );
+        m.insert(
+            "master/slave_reregistrations".into(),
+            json!(self.metrics.agent_reregistrations),
+        );
+        m.insert(
+            "master/slave_removals".into(),
+            json!(self.metrics.agent_removals),
+        );
+        m.insert(
+            "master/slaves_disconnected".into(),
+            json!(self
+                .agents
+                .values()
+                .filter(|a| a.reachable && a.tx.is_none())
+                .count()),
+        );
+        m.insert(
+            "master/frameworks_connected".into(),
+            json!(self.frameworks.values().filter(|f| f.tx.is_some()).count()),
+        );
+        let mut offered = Resources::new();
+        for o in self.offers.values() {
+            offered.add(&o.resources);
+        }
+        for r in ["cpus", "mem", "disk"] {
+            m.insert(
+                format!("allocator/mesos/resources/{r}/total"),
+                json!(total.scalar(r)),
+            );
+            m.insert(
+                format!("allocator/mesos/resources/{r}/offered_or_allocated"),
+                json!(used.scalar(r) + offered.scalar(r)),
+            );
+        }
+        m.insert(
             "allocator/mesos/allocation_runs".into(),
             json!(self.metrics.allocation_runs),
         );
-        m.insert(
-            "allocator/mesos/allocation_run_ms".into(),
-            json!(self.metrics.last_allocation_ms),
-        );
+        let t = &self.metrics.timings;
+        t.allocation_run
+            .insert_into(&mut m, "allocator/mesos/allocation_run_ms");
+        t.offer_accept
+            .insert_into(&mut m, "mezzo/offer_accept_latency_ms");
+        t.launch.insert_into(&mut m, "mezzo/task_launch_latency_ms");
         Value::Object(m)
     }
 }
@@ -1965,6 +2197,12 @@ pub(crate) async fn run(
         }
         if master.allocate_now {
             master.allocate();
+        }
+        if master.registry_dirty {
+            master.registry_dirty = false;
+            if let Some(w) = &master.registry_writer {
+                w.send_replace(master.registry.clone());
+            }
         }
         if master.dirty {
             master.dirty = false;

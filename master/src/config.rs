@@ -30,6 +30,11 @@ pub struct MasterConfig {
     pub zk: Option<String>,
     /// ZooKeeper session timeout (Mesos `--zk_session_timeout`, 10 s).
     pub zk_session_timeout: Duration,
+    /// Where a standalone master keeps its registry file (None: no registry).
+    pub work_dir: Option<std::path::PathBuf>,
+    /// How long agents known to the registry get to re-register after a
+    /// failover before they are marked unreachable (Mesos: 10 min).
+    pub agent_reregister_timeout: Duration,
 }
 
 impl Default for MasterConfig {
@@ -46,6 +51,8 @@ impl Default for MasterConfig {
             max_completed_tasks_per_framework: 1000,
             zk: None,
             zk_session_timeout: Duration::from_secs(10),
+            work_dir: None,
+            agent_reregister_timeout: Duration::from_secs(600),
         }
     }
 }

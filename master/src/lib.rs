@@ -16,6 +16,7 @@ pub mod config;
 mod grpc;
 mod http;
 mod operator_http;
+pub mod registry;
 mod scheduler_http;
 
 use std::net::SocketAddr;
@@ -84,10 +85,28 @@ async fn follow_election(
     contender: mezzo_zk::Contender,
     mut rx: watch::Receiver<mezzo_zk::Leadership>,
     tx: mpsc::Sender<actor::Command>,
+    url: mezzo_zk::ZkUrl,
+    session_timeout: std::time::Duration,
 ) {
     loop {
-        let state = match rx.borrow_and_update().clone() {
-            mezzo_zk::Leadership::Leader { epoch, .. } => actor::LeaderState::Leading { epoch },
+        let leadership = rx.borrow_and_update().clone();
+        let state = match leadership {
+            mezzo_zk::Leadership::Leader { epoch, .. } => {
+                // Load the registry before acting as leader; writes are
+                // fenced by this term's election node.
+                match open_zk_registry(&url, epoch, session_timeout).await {
+                    Ok(h) => actor::LeaderState::Leading {
+                        epoch,
+                        registry: Some(std::sync::Arc::new(std::sync::Mutex::new(Some(h)))),
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load the registry: not taking leadership yet");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        rx.mark_changed();
+                        actor::LeaderState::Lost
+                    }
+                }
+            }
             mezzo_zk::Leadership::Standby { leader } => actor::LeaderState::Following {
                 leader: leader.as_ref().and_then(mezzo_zk::LeaderInfo::address),
             },
@@ -95,6 +114,10 @@ async fn follow_election(
                 actor::LeaderState::Lost
             }
         };
+        // Leadership may have been lost while the registry loaded.
+        if matches!(state, actor::LeaderState::Leading { .. }) && !rx.borrow().is_leader() {
+            continue;
+        }
         if tx.send(actor::Command::Leadership(state)).await.is_err() {
             break;
         }
@@ -106,6 +129,20 @@ async fn follow_election(
         }
     }
     drop(contender);
+}
+
+async fn open_zk_registry(
+    url: &mezzo_zk::ZkUrl,
+    epoch: u64,
+    session_timeout: std::time::Duration,
+) -> Result<registry::RegistryHandle, String> {
+    let store = mezzo_zk::ZkStore::connect(url, session_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let fence = mezzo_zk::election_node_path(&url.path, epoch);
+    registry::open(Box::new(registry::ZkRegistry::new(store, Some(fence))))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Binds the listener, starts the actor and serves gRPC + HTTP on one port.
@@ -142,15 +179,32 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
         leading: config.zk.is_none(),
         ..actor::Snapshot::default()
     });
+    let mut standalone_registry = None;
     if let Some(zk) = &config.zk {
         let url = mezzo_zk::ZkUrl::parse(zk)
             .map_err(|e| MasterError::InvalidArgument(format!("--zk: {e}")))?;
         let data = serde_json::to_vec(&actor::master_info_json(&info))
             .map_err(|e| MasterError::Internal(e.to_string()))?;
         let (contender, rx) = mezzo_zk::Contender::start(&url, data, config.zk_session_timeout);
-        tokio::spawn(follow_election(contender, rx, cmd_tx.clone()));
+        tokio::spawn(follow_election(
+            contender,
+            rx,
+            cmd_tx.clone(),
+            url,
+            config.zk_session_timeout,
+        ));
+    } else if let Some(dir) = &config.work_dir {
+        let registry = registry::FileRegistry::new(dir.join("registry.json"));
+        standalone_registry = Some(
+            registry::open(Box::new(registry))
+                .await
+                .map_err(|e| MasterError::InvalidArgument(format!("--work-dir: {e}")))?,
+        );
     }
-    let master = actor::Master::new(config, info);
+    let mut master = actor::Master::new(config, info);
+    if let Some(h) = standalone_registry {
+        master.adopt_registry(h);
+    }
     tokio::spawn(actor::run(master, cmd_rx, snap_tx));
 
     let handle = grpc::Handle { tx: cmd_tx };

@@ -177,10 +177,15 @@ impl MasterProc {
     /// any extra flags.
     pub fn start(extra: &[&str]) -> Result<MasterProc> {
         let dir = tempfile::tempdir()?;
-        let mut args: Vec<String> = ["master", "--port", "0", "--allocation-interval", "100ms"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> = vec![
+            "master".into(),
+            "--allocation-interval".into(),
+            "100ms".into(),
+        ];
+        // An OS-chosen port unless the test pins one (to restart on it).
+        if !extra.contains(&"--port") {
+            args.extend(["--port".to_string(), "0".to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let (proc, url) = spawn_mezzo(&args, "master:", dir.path())?;
         let addr = url.trim_start_matches("http://").to_string();
@@ -200,6 +205,14 @@ impl MasterProc {
     pub async fn state(&self) -> Result<serde_json::Value> {
         get_json(&format!("{}/master/state", self.url())).await
     }
+}
+
+/// A currently free loopback port, chosen by the OS (for a process that must
+/// come back on the same port after a restart).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// GETs a URL and parses JSON.
@@ -244,6 +257,11 @@ impl AgentProc {
             cgroups_root.clone(),
             "--hostname".into(),
             "127.0.0.1".into(),
+            // The agent's HTTP API on a free loopback port (default 5051).
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            "0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut a = AgentProc {

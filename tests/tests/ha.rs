@@ -209,3 +209,112 @@ async fn no_leader_without_zookeeper_and_recovery_after_it_returns() -> Result<(
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_registry_refuses_a_stale_writer_and_a_deposed_leader() -> Result<()> {
+    use mezzo_master::registry::{Registry, RegistryError, RegistryState, ZkRegistry};
+    init_logs();
+    let zk = ZkServer::start()?;
+    let url = mezzo_zk::ZkUrl::parse(&zk.url("/mezzo"))?;
+    let store = mezzo_zk::ZkStore::connect(&url, Duration::from_secs(5)).await?;
+    let a = ZkRegistry::new(store.clone(), None);
+    let b = ZkRegistry::new(store.clone(), None);
+    let (_, va) = a.load().await?;
+    let (_, vb) = b.load().await?;
+    let mut s = RegistryState::default();
+    s.removed_frameworks.insert("fw-a".into());
+    let v0 = a.store(&s, va).await?;
+    // b read the registry before a wrote it: its write is refused.
+    let err = b.store(&RegistryState::default(), vb).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Conflict { .. }), "{err}");
+    let (seen, v) = b.load().await?;
+    assert_eq!(seen, s);
+    assert_eq!(v, Some(v0));
+    // A writer fenced by an election node that is gone (a deposed leader).
+    let deposed = ZkRegistry::new(store, Some(mezzo_zk::election_node_path(&url.path, 12345)));
+    let err = deposed.store(&s, Some(v0)).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Fenced), "{err}");
+    Ok(())
+}
+
+/// A standalone master restarted on its work dir remembers the frameworks
+/// it removed (they may not come back) and the ones it registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_registry_survives_a_master_restart() -> Result<()> {
+    init_logs();
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?.to_string();
+    let work = dir.path().display().to_string();
+    let args = ["--port", port.as_str(), "--work-dir", work.as_str()];
+    let mut master = MasterProc::start(&args)?;
+    let _agent = AgentProc::start(&master.addr, "cpus:2;mem:1024", &["--isolation", "posix"])?;
+    let mut keep = TestFramework::start(
+        &master.addr,
+        FrameworkOpts {
+            name: "keep".into(),
+            failover_timeout: 120.0,
+            ..Default::default()
+        },
+    )
+    .await?;
+    keep.launch("kept", "sleep 600", 0.1, 32.0).await?;
+    keep.wait_state("kept", TaskState::TaskRunning, T).await?;
+    let gone = TestFramework::start(
+        &master.addr,
+        FrameworkOpts {
+            name: "gone".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    gone.driver.teardown().await?;
+    let (keep_id, gone_id) = (keep.id.clone(), gone.id.clone());
+    drop(keep);
+    drop(gone);
+    eventually(T, "the registry file written", || async {
+        let text = std::fs::read_to_string(dir.path().join("registry.json")).ok()?;
+        (text.contains(&keep_id) && text.contains(&gone_id)).then_some(())
+    })
+    .await?;
+
+    master.proc.kill();
+    master = MasterProc::start(&args)?;
+    let refused = TestFramework::start(
+        &master.addr,
+        FrameworkOpts {
+            name: "gone".into(),
+            id: gone_id,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a torn-down framework came back after the master restart"
+    );
+    let mut back = TestFramework::start(
+        &master.addr,
+        FrameworkOpts {
+            name: "keep".into(),
+            failover_timeout: 120.0,
+            id: keep_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    assert_eq!(back.id, keep_id);
+    // Tasks come back with their agent's re-registration; then reconcile.
+    eventually(T, "the agent re-registered with its task", || async {
+        let s = master.state().await.ok()?;
+        s["frameworks"]
+            .as_array()?
+            .iter()
+            .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+            .any(|t| t["id"] == "kept" && t["state"] == "TASK_RUNNING")
+            .then_some(())
+    })
+    .await?;
+    back.driver.reconcile(vec![]).await?;
+    back.wait_state("kept", TaskState::TaskRunning, T).await?;
+    Ok(())
+}
