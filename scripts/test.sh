@@ -8,6 +8,14 @@ export DEBIAN_FRONTEND=noninteractive
 scripts/setup.sh
 if ! command -v cargo >/dev/null 2>&1; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 
+echo "== test tools"
+# chromium drives the dashboard test; promtool (package prometheus) checks /metrics.
+missing=()
+for pkg in chromium prometheus; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 echo "== python test clients"
 scripts/python-env.sh
 export MEZZO_PYTHON="$PWD/.venv/bin/python"
