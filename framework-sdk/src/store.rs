@@ -34,9 +34,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mezzo_zk::{ZkStore, ZkUrl};
+use mezzo_zk::ZkStore;
 
-pub use mezzo_zk::MAX_VALUE_BYTES;
+/// Re-exported: the `zk://hosts/path` URL type.
+pub use mezzo_zk::{ZkUrl, MAX_VALUE_BYTES};
 
 /// A value's version: 1 for the first write, +1 per write (0: absent).
 pub type Version = u64;

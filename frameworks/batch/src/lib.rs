@@ -46,7 +46,7 @@ pub use api::{ApiError, Embed};
 /// Re-exported: [`Clock`] and [`OffsetClock`] speak `chrono` types.
 pub use chrono;
 pub use clock::{Clock, OffsetClock, SystemClock};
-pub use mezzo_sdk::store::{FileStore, MemoryStore, Store, StoreError, ZooKeeperStore};
+pub use mezzo_sdk::store::{FileStore, MemoryStore, Store, StoreError, ZkUrl, ZooKeeperStore};
 
 use actor::{Actor, Command, OfferPlan};
 
@@ -103,6 +103,11 @@ pub struct BatchConfig {
     pub clock: Arc<dyn Clock>,
     /// A store to use instead of a [`FileStore`] in `state_dir` (e.g. ZooKeeper).
     pub store: Option<Arc<dyn Store>>,
+    /// ZooKeeper (`zk://host:port,.../path`): unless [`BatchConfig::store`] is set, the
+    /// state lives in a [`ZooKeeperStore`] under `<path>/frameworks/<name>/state`.
+    pub zk: Option<ZkUrl>,
+    /// ZooKeeper session timeout. Default 10 s.
+    pub zk_session_timeout: Duration,
 }
 
 impl fmt::Debug for BatchConfig {
@@ -116,6 +121,7 @@ impl fmt::Debug for BatchConfig {
             .field("failover_timeout", &self.failover_timeout)
             .field("tick_interval", &self.tick_interval)
             .field("custom_store", &self.store.is_some())
+            .field("zk", &self.zk)
             .finish()
     }
 }
@@ -134,6 +140,8 @@ impl BatchConfig {
             tick_interval: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
             store: None,
+            zk: None,
+            zk_session_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -197,9 +205,13 @@ impl Drop for RunningBatch {
 /// Starts the batch framework: loads the store, binds the HTTP API, and subscribes
 /// to the master (with the persisted framework id, if any).
 pub async fn start(config: BatchConfig) -> Result<RunningBatch, BatchError> {
-    let store: Arc<dyn Store> = match &config.store {
-        Some(s) => s.clone(),
-        None => Arc::new(FileStore::open(&config.state_dir)?),
+    let store: Arc<dyn Store> = match (&config.store, &config.zk) {
+        (Some(s), _) => s.clone(),
+        (None, Some(zk)) => Arc::new(
+            ZooKeeperStore::for_framework(zk, &config.framework_name, config.zk_session_timeout)
+                .await?,
+        ),
+        (None, None) => Arc::new(FileStore::open(&config.state_dir)?),
     };
     let (calls_tx, calls_rx) = mpsc::unbounded_channel();
     let actor = Actor::load(store, config.clock.clone(), calls_tx).await?;

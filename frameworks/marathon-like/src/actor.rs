@@ -2,12 +2,17 @@
 //! ([`Handle::call`]), the SDK scheduler sends it offers and updates ([`Sched`]), and a
 //! timer makes it plan. After each message it persists what changed, performs the
 //! effects (driver calls), publishes events, and only then answers the caller.
+//!
+//! An actor lives for one leadership term ([`Guard`]): it stops the moment leadership
+//! is lost, checks leadership before every driver call, and never performs effects whose
+//! state could not be persisted (the term then ends and the next one reloads the store).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mezzo_sdk::{async_trait, v1, Driver, Scheduler};
+use mezzo_zk::Leadership;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -20,7 +25,7 @@ use mezzo_sdk::store::{key_segment, Store};
 type Reply = Box<dyn FnOnce() + Send>;
 type Job = Box<dyn FnOnce(&mut Core, DateTime<Utc>) -> Reply + Send>;
 
-enum Msg {
+pub(crate) enum Msg {
     Job(Job),
     Subscribed(String),
     Offers(Vec<v1::Offer>),
@@ -28,11 +33,38 @@ enum Msg {
     Disconnected,
 }
 
-/// A cloneable handle to the actor.
+/// The mailbox of the current term's actor (`None` while not leading).
+pub(crate) type Mailbox = Option<mpsc::UnboundedSender<Msg>>;
+
+/// A cloneable handle to the actor of the current leadership term.
 #[derive(Clone)]
 pub(crate) struct Handle {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: watch::Receiver<Mailbox>,
     events: broadcast::Sender<(String, Value)>,
+}
+
+/// Leadership of one term: the actor may act only while the contender still publishes
+/// `Leader` with this epoch.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub(crate) leadership: watch::Receiver<Leadership>,
+    pub(crate) epoch: u64,
+}
+
+impl Guard {
+    /// True while this term's leadership holds.
+    pub(crate) fn holds(&self) -> bool {
+        self.leadership.borrow().leader_epoch() == Some(self.epoch)
+    }
+
+    /// Resolves when this term's leadership is gone.
+    async fn lost(&mut self) {
+        let epoch = self.epoch;
+        let _ = self
+            .leadership
+            .wait_for(|l| l.leader_epoch() != Some(epoch))
+            .await;
+    }
 }
 
 impl Handle {
@@ -49,11 +81,20 @@ impl Handle {
                 let _ = tx.send(r);
             })
         });
-        self.tx
+        let tx = self.tx.borrow().clone();
+        tx.ok_or_else(|| ApiError::Unavailable("not the leader".into()))?
             .send(Msg::Job(job))
-            .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
+            .map_err(|_| ApiError::Unavailable("not the leader (any more)".into()))?;
         rx.await
-            .map_err(|_| ApiError::Unavailable("shutting down".into()))
+            .map_err(|_| ApiError::Unavailable("not the leader (any more)".into()))
+    }
+
+    /// A handle whose actor is whatever `tx` holds; `events` outlive terms.
+    pub(crate) fn new(
+        tx: watch::Receiver<Mailbox>,
+        events: broadcast::Sender<(String, Value)>,
+    ) -> Handle {
+        Handle { tx, events }
     }
 
     /// A receiver of every event from now on.
@@ -64,12 +105,12 @@ impl Handle {
 
 /// The SDK scheduler: forwards everything to the actor and returns at once.
 pub(crate) struct Sched {
-    handle: Handle,
+    tx: mpsc::UnboundedSender<Msg>,
 }
 
 impl Sched {
-    pub(crate) fn new(handle: Handle) -> Sched {
-        Sched { handle }
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Msg>) -> Sched {
+        Sched { tx }
     }
 }
 
@@ -77,18 +118,15 @@ impl Sched {
 impl Scheduler for Sched {
     async fn subscribed(&mut self, _driver: &Driver, framework_id: &str, _m: &v1::MasterInfo) {
         info!(framework.id = framework_id, "subscribed");
-        let _ = self
-            .handle
-            .tx
-            .send(Msg::Subscribed(framework_id.to_string()));
+        let _ = self.tx.send(Msg::Subscribed(framework_id.to_string()));
     }
 
     async fn offers(&mut self, _driver: &Driver, offers: Vec<v1::Offer>) {
-        let _ = self.handle.tx.send(Msg::Offers(offers));
+        let _ = self.tx.send(Msg::Offers(offers));
     }
 
     async fn update(&mut self, _driver: &Driver, status: &v1::TaskStatus) {
-        let _ = self.handle.tx.send(Msg::Update(Box::new(status.clone())));
+        let _ = self.tx.send(Msg::Update(Box::new(status.clone())));
     }
 
     async fn error(&mut self, _driver: &Driver, message: &str) {
@@ -97,7 +135,7 @@ impl Scheduler for Sched {
 
     async fn disconnected(&mut self, _driver: &Driver) {
         warn!("disconnected from the master");
-        let _ = self.handle.tx.send(Msg::Disconnected);
+        let _ = self.tx.send(Msg::Disconnected);
     }
 }
 
@@ -155,27 +193,31 @@ pub(crate) async fn load(store: &dyn Store, settings: Settings) -> Result<Core, 
     Ok(core)
 }
 
-/// Starts the actor over `core`.
+/// What one term's actor needs.
+pub(crate) struct Term {
+    pub(crate) core: Core,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) driver: Driver,
+    pub(crate) events: broadcast::Sender<(String, Value)>,
+    pub(crate) guard: Guard,
+    pub(crate) tick: Duration,
+}
+
+/// Starts the actor of one term; it ends on `stop`, on loss of leadership, or when
+/// its state could not be persisted.
 pub(crate) fn spawn(
-    core: Core,
-    store: Arc<dyn Store>,
-    driver: Driver,
-    tick: Duration,
+    term: Term,
     stop: watch::Receiver<bool>,
-) -> (Handle, JoinHandle<()>) {
+) -> (mpsc::UnboundedSender<Msg>, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (events, _) = broadcast::channel(1024);
-    let handle = Handle {
-        tx,
-        events: events.clone(),
-    };
     let actor = Actor {
-        core,
-        store,
-        driver,
-        events,
+        core: term.core,
+        store: term.store,
+        driver: term.driver,
+        events: term.events,
+        guard: term.guard,
     };
-    (handle, tokio::spawn(actor.run(rx, tick, stop)))
+    (tx, tokio::spawn(actor.run(rx, term.tick, stop)))
 }
 
 struct Actor {
@@ -183,6 +225,7 @@ struct Actor {
     store: Arc<dyn Store>,
     driver: Driver,
     events: broadcast::Sender<(String, Value)>,
+    guard: Guard,
 }
 
 impl Actor {
@@ -194,11 +237,15 @@ impl Actor {
     ) {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let mut lost = self.guard.clone();
+        let why = loop {
             let mut replies: Vec<Reply> = Vec::new();
             tokio::select! {
+                biased;
+                _ = lost.lost() => break "leadership lost",
+                _ = stop.wait_for(|s| *s) => break "stopped",
                 msg = rx.recv() => {
-                    let Some(msg) = msg else { break };
+                    let Some(msg) = msg else { break "mailbox closed" };
                     self.handle(msg, &mut replies);
                     // Take whatever else is waiting, so one flush serves a burst.
                     while let Ok(msg) = rx.try_recv() {
@@ -206,20 +253,27 @@ impl Actor {
                     }
                 }
                 _ = interval.tick() => self.core.tick(Utc::now()),
-                _ = stop.wait_for(|s| *s) => break,
             }
-            self.flush().await;
+            // Nothing is answered or done that is not durable: on a failed write the
+            // callers get 503 (dropped replies) and the term ends; the next term reloads.
+            if !self.flush().await {
+                break "persisting state failed";
+            }
             for reply in replies {
                 reply();
             }
-            self.perform().await;
+            if !self.perform().await {
+                break "leadership lost";
+            }
             // Effects may have changed state (failed launches): persist that too.
-            self.flush().await;
+            if !self.flush().await {
+                break "persisting state failed";
+            }
             for (kind, body) in self.core.events.drain(..) {
                 let _ = self.events.send((kind, body));
             }
-        }
-        info!("marathon actor stopped");
+        };
+        info!(epoch = self.guard.epoch, reason = why, "marathon actor stopped");
     }
 
     fn handle(&mut self, msg: Msg, replies: &mut Vec<Reply>) {
@@ -240,10 +294,12 @@ impl Actor {
         }
     }
 
-    async fn flush(&mut self) {
+    /// Persists what changed; false if a write failed (the state in memory is then
+    /// ahead of the store and must not be acted on).
+    async fn flush(&mut self) -> bool {
         let dirty = std::mem::take(&mut self.core.dirty);
         if dirty.is_empty() {
-            return;
+            return true;
         }
         let store = self.store.as_ref();
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
@@ -292,13 +348,21 @@ impl Actor {
             };
             if let Err(e) = result {
                 error!(%key, error = %e, "persisting state failed");
+                return false;
             }
         }
+        true
     }
 
-    async fn perform(&mut self) {
+    /// Performs the effects while leadership holds; false (and nothing more done) once
+    /// it does not.
+    async fn perform(&mut self) -> bool {
         let effects = std::mem::take(&mut self.core.effects);
         for effect in effects {
+            if !self.guard.holds() {
+                warn!(epoch = self.guard.epoch, "leadership lost: dropping pending launches and kills");
+                return false;
+            }
             debug!(?effect, "effect");
             let result = match effect {
                 Effect::Launch { offer_id, tasks } => {
@@ -332,5 +396,6 @@ impl Actor {
                 warn!(error = %e, "driver call failed");
             }
         }
+        true
     }
 }

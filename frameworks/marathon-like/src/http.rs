@@ -1,14 +1,19 @@
 //! Marathon's REST API over axum: each handler parses the request, sends a closure to
 //! the actor and maps the result (or an [`ApiError`]) to Marathon's status codes,
 //! headers and bodies.
+//!
+//! An instance that does not lead answers `/ping`, `/v2/leader` and `/v2/info` itself
+//! and redirects every other request (`307`, same method, path and query) to the
+//! leader, or answers 503 while no leader is known.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -31,6 +36,58 @@ pub(crate) struct Info {
     pub framework_name: String,
     pub role: String,
     pub failover_timeout: f64,
+    /// The `--zk` URL, if any.
+    pub zk: Option<String>,
+    /// Who leads, as this instance sees it.
+    pub view: watch::Receiver<View>,
+}
+
+/// Leadership as the API sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum View {
+    /// This instance leads (its actor answers).
+    Leading,
+    /// Another instance leads: its `host:port`, `None` while unknown.
+    Standby(Option<String>),
+}
+
+impl Info {
+    /// `host:port` of the leader, if known.
+    fn leader(&self) -> Option<String> {
+        match &*self.view.borrow() {
+            View::Leading => Some(self.addr.to_string()),
+            View::Standby(l) => l.clone(),
+        }
+    }
+}
+
+/// Redirects what only the leader can answer when this instance does not lead.
+async fn leader_only(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if matches!(path, "/ping" | "/v2/leader" | "/v2/info") {
+        return next.run(req).await;
+    }
+    let view = s.info.view.borrow().clone();
+    match view {
+        View::Leading => next.run(req).await,
+        View::Standby(Some(leader)) => {
+            let target = format!(
+                "http://{leader}{}",
+                req.uri().path_and_query().map_or(path, |p| p.as_str())
+            );
+            match HeaderValue::from_str(&target) {
+                Ok(location) => (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, location)],
+                )
+                    .into_response(),
+                Err(_) => ApiError::Unavailable("bad leader address".into()).into_response(),
+            }
+        }
+        View::Standby(None) => {
+            ApiError::Unavailable("no leader elected; try again".into()).into_response()
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -161,6 +218,7 @@ pub(crate) async fn serve(
                 .put(group_put)
                 .delete(group_delete),
         )
+        .layer(middleware::from_fn_with_state(state.clone(), leader_only))
         .with_state(state);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -206,14 +264,19 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn info_handler(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let framework_id = s.handle.call(|core, _| core.framework_id.clone()).await?;
     let i = &s.info;
+    let elected = *i.view.borrow() == View::Leading;
+    let framework_id = if elected {
+        s.handle.call(|core, _| core.framework_id.clone()).await?
+    } else {
+        None
+    };
     Ok(Json(json!({
         "name": "marathon",
         "version": "1.11.24",
         "buildref": "mezzo",
-        "elected": true,
-        "leader": i.addr.to_string(),
+        "elected": elected,
+        "leader": i.leader(),
         "frameworkId": framework_id,
         "marathon_config": {
             "master": i.master,
@@ -226,7 +289,7 @@ async fn info_handler(State(s): State<AppState>) -> Result<Response, ApiError> {
             "mesos_user": Value::Null,
             "checkpoint": true,
             "executor": "//cmd",
-            "ha": false,
+            "ha": i.zk.is_some(),
             "webui_url": Value::Null,
             "task_launch_timeout": 300000,
             "reconciliation_initial_delay": 15000,
@@ -235,7 +298,7 @@ async fn info_handler(State(s): State<AppState>) -> Result<Response, ApiError> {
             "features": [],
         },
         "zookeeper_config": {
-            "zk": Value::Null,
+            "zk": i.zk,
             "zk_timeout": 10000,
             "zk_session_timeout": 10000,
             "zk_max_versions": 50,
@@ -246,12 +309,27 @@ async fn info_handler(State(s): State<AppState>) -> Result<Response, ApiError> {
     .into_response())
 }
 
-async fn leader(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"leader": s.info.addr.to_string()}))
+async fn leader(State(s): State<AppState>) -> Response {
+    match s.info.leader() {
+        Some(l) => Json(json!({"leader": l})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "There is no leader"})),
+        )
+            .into_response(),
+    }
 }
 
-async fn abdicate() -> Response {
-    // A standalone instance is the only candidate: it stays leader.
+async fn abdicate(State(s): State<AppState>) -> Response {
+    // Abdication is not implemented: the leader keeps leading (standalone it is the
+    // only candidate anyway). A standby has nothing to abdicate.
+    if *s.info.view.borrow() != View::Leading {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "There is no leader"})),
+        )
+            .into_response();
+    }
     (
         StatusCode::OK,
         Json(json!({"message": "Leadership abdicated"})),

@@ -19,6 +19,22 @@
 //! answered and before tasks are launched, so a restarted framework knows every task it
 //! may have started; the framework id is persisted and reused, so a restart fails over
 //! the same framework (tasks keep running) within `failover_timeout`.
+//!
+//! # High availability (`--zk`)
+//!
+//! With [`MarathonConfig::zk`] the state lives in ZooKeeper
+//! (`<path>/frameworks/<name>/state`, a [`ZooKeeperStore`]) and every instance contends
+//! for leadership under `<path>/frameworks/<name>/leader` ([`mezzo_zk::Contender`]; the
+//! node's data names the instance's API address). Only the leader runs a *term*: it
+//! loads the state from the store, subscribes to the master with the stored framework
+//! id, reconciles, and acts; its store writes are fenced on its election node, so a
+//! deposed leader can never write. The moment the contender reports anything but
+//! `Leader` with the term's epoch (ZooKeeper connection lost, session expired) the term
+//! ends: no launch or kill is sent afterwards (leadership is checked before each one),
+//! the driver disconnects and the API redirects. A leader regained later starts a new
+//! term from the store — never from stale memory — so healthy tasks are reconciled, not
+//! killed. Standbys redirect the API (307) to the leader and name it on `/v2/leader`.
+//! Without `--zk` the single instance leads one term forever over a [`FileStore`].
 
 #![warn(missing_docs)]
 
@@ -35,12 +51,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mezzo_sdk::store::FrameworkZk;
 use mezzo_sdk::{v1, DriverConfig, SchedulerDriver};
-use tokio::sync::watch;
+use mezzo_zk::{Contender, Leadership};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use mezzo_sdk::store::{FileStore, Store, StoreError, ZooKeeperStore};
+pub use mezzo_zk::ZkUrl;
 
 /// Errors starting or running the framework.
 #[derive(Debug, thiserror::Error)]
@@ -76,12 +95,20 @@ pub enum MarathonError {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MarathonConfig {
-    /// Master address(es), `host:port[,host:port]`.
+    /// Master address(es), `host:port[,host:port]`, or `zk://host:port/path`.
     pub master: String,
     /// Where the REST API listens (port 0: any).
     pub http: SocketAddr,
-    /// Directory of the durable local store.
+    /// Directory of the durable local store (unused with [`MarathonConfig::zk`]).
     pub state_dir: PathBuf,
+    /// ZooKeeper (`zk://host:port,.../path`): state there and leader election among
+    /// instances (see the crate docs). `None`: standalone over `state_dir`.
+    pub zk: Option<ZkUrl>,
+    /// ZooKeeper session timeout (10 s): how long a crashed leader keeps leadership.
+    pub zk_session_timeout: Duration,
+    /// Host name other instances redirect to (default: the HTTP address' IP, or
+    /// `localhost` when listening on all interfaces).
+    pub hostname: Option<String>,
     /// Framework name (`marathon`).
     pub framework_name: String,
     /// Role to subscribe with (`*`).
@@ -103,6 +130,9 @@ impl MarathonConfig {
             master: master.into(),
             http,
             state_dir: state_dir.into(),
+            zk: None,
+            zk_session_timeout: Duration::from_secs(10),
+            hostname: None,
             framework_name: "marathon".into(),
             role: "*".into(),
             failover_timeout: Duration::from_secs(7 * 24 * 3600),
@@ -113,12 +143,15 @@ impl MarathonConfig {
     }
 }
 
-/// A running framework: its API address and handles to stop it.
+/// A running framework instance: its API address and handles to stop it.
 pub struct RunningMarathon {
     /// Where the REST API listens.
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    driver: mezzo_sdk::Driver,
+    leadership: watch::Receiver<Leadership>,
+    contender: Option<Contender>,
+    /// Keeps the standalone "always leader" channel open.
+    _standalone: Option<watch::Sender<Leadership>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -136,43 +169,72 @@ impl RunningMarathon {
         format!("http://{}", self.addr)
     }
 
+    /// True while this instance leads.
+    pub fn is_leader(&self) -> bool {
+        self.leadership.borrow().is_leader()
+    }
+
     /// Runs until [`RunningMarathon::shutdown`] is called from elsewhere or a
-    /// component ends.
+    /// component ends (e.g. the master removed the framework).
     pub async fn wait(mut self) -> Result<(), MarathonError> {
         let (first, _, rest) = futures::future::select_all(self.tasks.drain(..)).await;
         let _ = self.stop.send(true);
-        self.driver.stop();
         for t in rest {
             let _ = t.await;
         }
         first.map_err(|e| MarathonError::Task(e.to_string()))
     }
 
-    /// Stops the API, the actor and the driver. The framework stays registered with
-    /// the master (its tasks keep running for `failover_timeout`), so a new instance
-    /// over the same state directory takes over.
-    pub async fn shutdown(self) {
+    /// Stops the API, the actor and the driver, and leaves the election. The framework
+    /// stays registered with the master (its tasks keep running for
+    /// `failover_timeout`), so another instance — or a new one over the same state —
+    /// takes over.
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        self.driver.stop();
-        for t in self.tasks {
+        for t in self.tasks.drain(..) {
             let _ = t.await;
+        }
+        if let Some(c) = self.contender.take() {
+            c.withdraw().await;
         }
     }
 }
 
-/// Loads the state, subscribes to the master and serves the API.
+/// What every leadership term shares.
+struct Shared {
+    config: MarathonConfig,
+    addr: SocketAddr,
+    store: Arc<dyn Store>,
+    zk_store: Option<ZooKeeperStore>,
+    election_path: Option<String>,
+    settings: state::Settings,
+    events: broadcast::Sender<(String, serde_json::Value)>,
+    mailbox: watch::Sender<actor::Mailbox>,
+    view: watch::Sender<http::View>,
+}
+
+/// Binds the API, then contends for leadership (with `zk`) or leads at once: the leader
+/// loads the state, subscribes to the master and acts.
 pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonError> {
-    let store: Arc<dyn Store> = Arc::new(FileStore::open(&config.state_dir)?);
+    let (store, zk_store, zk) = match &config.zk {
+        Some(url) => {
+            let zk = FrameworkZk::new(url, &config.framework_name);
+            let s = ZooKeeperStore::connect(&zk.state, config.zk_session_timeout).await?;
+            (Arc::new(s.clone()) as Arc<dyn Store>, Some(s), Some(zk))
+        }
+        None => (
+            Arc::new(FileStore::open(&config.state_dir)?) as Arc<dyn Store>,
+            None,
+            None,
+        ),
+    };
     let settings = state::Settings {
         role: config.role.clone(),
         unhealthy_grace: config.unhealthy_grace.as_secs_f64(),
         ..Default::default()
     };
-    let state = actor::load(store.as_ref(), settings).await?;
-    let framework_id = state.framework_id.clone().unwrap_or_default();
-    if !framework_id.is_empty() {
-        info!(framework.id = %framework_id, "resuming framework");
-    }
+    // Fail early on unreadable state.
+    actor::load(store.as_ref(), settings.clone()).await?;
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -186,7 +248,150 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
             addr: config.http,
             source,
         })?;
+    let host = config.hostname.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            "localhost".into()
+        } else {
+            addr.ip().to_string()
+        }
+    });
 
+    let (contender, leadership, standalone) = match &zk {
+        Some(zk) => {
+            // MasterInfo-shaped, so `LeaderInfo::address` reads it.
+            let data = serde_json::json!({
+                "hostname": host,
+                "port": addr.port(),
+                "address": {"hostname": host, "port": addr.port()},
+                "framework": config.framework_name,
+            });
+            let (c, rx) = Contender::start(
+                &zk.leader,
+                data.to_string().into_bytes(),
+                config.zk_session_timeout,
+            );
+            (Some(c), rx, None)
+        }
+        None => {
+            let (tx, rx) = watch::channel(Leadership::Leader {
+                epoch: 0,
+                session_id: 0,
+            });
+            (None, rx, Some(tx))
+        }
+    };
+
+    let (stop, stop_rx) = watch::channel(false);
+    let (events, _) = broadcast::channel(1024);
+    let (mailbox, mailbox_rx) = watch::channel(None);
+    let (view, view_rx) = watch::channel(http::View::Standby(None));
+    let handle = actor::Handle::new(mailbox_rx, events.clone());
+    let info = http::Info {
+        addr,
+        master: config.master.clone(),
+        framework_name: config.framework_name.clone(),
+        role: config.role.clone(),
+        failover_timeout: config.failover_timeout.as_secs_f64(),
+        zk: config.zk.as_ref().map(ToString::to_string),
+        view: view_rx,
+    };
+    let shared = Shared {
+        election_path: zk.as_ref().map(|z| z.leader.path.clone()),
+        config,
+        addr,
+        store,
+        zk_store,
+        settings,
+        events,
+        mailbox,
+        view,
+    };
+    let lead_task = tokio::spawn(lead(shared, leadership.clone(), stop_rx.clone()));
+    let http_task = tokio::spawn(http::serve(listener, handle, info, stop_rx));
+    info!(%addr, "marathon API listening");
+    Ok(RunningMarathon {
+        addr,
+        stop,
+        leadership,
+        contender,
+        _standalone: standalone,
+        tasks: vec![lead_task, http_task],
+    })
+}
+
+/// Follows leadership: publishes who leads, and runs one term per leadership won.
+async fn lead(
+    shared: Shared,
+    mut leadership: watch::Receiver<Leadership>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let epoch = loop {
+            let current = leadership.borrow_and_update().clone();
+            match current {
+                Leadership::Leader { epoch, .. } => break epoch,
+                Leadership::Standby { leader } => {
+                    let leader = leader.and_then(|l| l.address());
+                    shared.view.send_replace(http::View::Standby(leader));
+                }
+                Leadership::Connecting | Leadership::Lost => {
+                    shared.view.send_replace(http::View::Standby(None));
+                }
+            }
+            tokio::select! {
+                r = leadership.changed() => if r.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        };
+        info!(epoch, "leading: starting a term");
+        match term(&shared, epoch, leadership.clone(), stop.clone()).await {
+            Ok(TermEnd::Continue) => {}
+            Ok(TermEnd::Exit) => return,
+            Err(e) => warn!(epoch, error = %e, "leadership term failed"),
+        }
+        shared.mailbox.send_replace(None);
+        shared.view.send_replace(http::View::Standby(None));
+        if *stop.borrow() {
+            return;
+        }
+        // The term ended while leadership may still hold (e.g. a failed store write):
+        // pause before reloading, unless leadership changes meanwhile.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = leadership.changed() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+enum TermEnd {
+    /// Leadership lost or the state needs reloading: follow leadership again.
+    Continue,
+    /// Stopped, or the driver ended for good.
+    Exit,
+}
+
+/// One leadership term: loads the state, subscribes, acts until leadership is lost.
+async fn term(
+    shared: &Shared,
+    epoch: u64,
+    leadership: watch::Receiver<Leadership>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<TermEnd, MarathonError> {
+    let config = &shared.config;
+    let store: Arc<dyn Store> = match (&shared.zk_store, &shared.election_path) {
+        (Some(zk), Some(path)) => Arc::new(zk.fenced(mezzo_zk::election_node_path(path, epoch))),
+        _ => shared.store.clone(),
+    };
+    let guard = actor::Guard { leadership, epoch };
+    let core = actor::load(store.as_ref(), shared.settings.clone()).await?;
+    if !guard.holds() {
+        return Ok(TermEnd::Continue);
+    }
+    let framework_id = core.framework_id.clone().unwrap_or_default();
+    if !framework_id.is_empty() {
+        info!(framework.id = %framework_id, epoch, "resuming framework");
+    }
     let framework = v1::FrameworkInfo {
         user: config.user.clone(),
         name: config.framework_name.clone(),
@@ -194,8 +399,8 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
         failover_timeout: config.failover_timeout.as_secs_f64(),
         checkpoint: true,
         roles: vec![config.role.clone()],
-        hostname: addr.ip().to_string(),
-        webui_url: format!("http://{addr}"),
+        hostname: shared.addr.ip().to_string(),
+        webui_url: format!("http://{}", shared.addr),
         ..Default::default()
     };
     let mut driver_config = DriverConfig::new(config.master.clone(), framework);
@@ -204,37 +409,48 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
     let sched_driver = SchedulerDriver::new(driver_config)?;
     let driver = sched_driver.driver();
 
-    let (stop, stop_rx) = watch::channel(false);
-    let (handle, actor_task) =
-        actor::spawn(state, store, driver.clone(), config.tick, stop_rx.clone());
-    let scheduler = actor::Sched::new(handle.clone());
-    let driver_task = {
-        let driver = driver.clone();
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                r = sched_driver.run(scheduler) => {
-                    if let Err(e) = r {
-                        warn!(error = %e, "scheduler driver ended");
-                    }
-                }
-                _ = stop_rx.wait_for(|s| *s) => driver.stop(),
+    let (term_stop, term_stop_rx) = watch::channel(false);
+    let (tx, mut actor_task) = actor::spawn(
+        actor::Term {
+            core,
+            store,
+            driver: driver.clone(),
+            events: shared.events.clone(),
+            guard,
+            tick: config.tick,
+        },
+        term_stop_rx,
+    );
+    shared.mailbox.send_replace(Some(tx.clone()));
+    shared.view.send_replace(http::View::Leading);
+    let mut driver_task = tokio::spawn(sched_driver.run(actor::Sched::new(tx)));
+    let end = tokio::select! {
+        _ = &mut actor_task => TermEnd::Continue,
+        r = &mut driver_task => {
+            match r {
+                Ok(Ok(_)) => info!("scheduler driver stopped"),
+                Ok(Err(e)) => warn!(error = %e, "scheduler driver ended"),
+                Err(e) => warn!(error = %e, "scheduler driver task failed"),
             }
-        })
+            TermEnd::Exit
+        }
+        _ = stop.wait_for(|s| *s) => TermEnd::Exit,
     };
-    let info = http::Info {
-        addr,
-        master: config.master.clone(),
-        framework_name: config.framework_name.clone(),
-        role: config.role.clone(),
-        failover_timeout: config.failover_timeout.as_secs_f64(),
-    };
-    let http_task = tokio::spawn(http::serve(listener, handle, info, stop_rx));
-    info!(%addr, "marathon API listening");
-    Ok(RunningMarathon {
-        addr,
-        stop,
-        driver,
-        tasks: vec![actor_task, driver_task, http_task],
-    })
+    // Stop acting first, then disconnect.
+    shared.mailbox.send_replace(None);
+    shared.view.send_replace(http::View::Standby(None));
+    term_stop.send_replace(true);
+    driver.stop();
+    if !actor_task.is_finished() {
+        let _ = (&mut actor_task).await;
+    }
+    if tokio::time::timeout(Duration::from_secs(5), &mut driver_task)
+        .await
+        .is_err()
+    {
+        warn!("scheduler driver did not stop in time; abandoning it");
+        driver_task.abort();
+    }
+    info!(epoch, "leadership term ended");
+    Ok(end)
 }
