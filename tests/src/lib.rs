@@ -685,6 +685,50 @@ impl TestFramework {
         chosen.ok_or_else(|| anyhow!("no offer had room for {need:?}"))
     }
 
+    /// Launches `n` shell tasks `<prefix>-<i>` of cpus:0.1;mem:32 running
+    /// `cmd`, packing as many per offer as fit, and waits until all run.
+    pub async fn launch_many(&mut self, prefix: &str, n: usize, cmd: &str) -> Result<()> {
+        let timeout = Duration::from_secs(40);
+        let mut launched = 0;
+        while launched < n {
+            for o in self.next_offers(timeout).await? {
+                let mut space = mezzo_sdk::matching::OfferSpace::new(&o);
+                let mut tasks = Vec::new();
+                while launched + tasks.len() < n {
+                    let Some(res) =
+                        space.try_fit(&mezzo_sdk::matching::TaskResources::new(0.1, 32.0))
+                    else {
+                        break;
+                    };
+                    let id = format!("{prefix}-{}", launched + tasks.len());
+                    tasks.push(mezzo_sdk::matching::task_info(
+                        &id,
+                        &id,
+                        &o.agent_id,
+                        cmd,
+                        &res,
+                    ));
+                }
+                launched += tasks.len();
+                let filters = v1::Filters {
+                    refuse_seconds: Some(0.0),
+                };
+                self.driver
+                    .launch(vec![o.id.clone()], tasks, Some(filters))
+                    .await?;
+            }
+        }
+        for i in 0..n {
+            self.wait_state(
+                &format!("{prefix}-{i}"),
+                v1::TaskState::TaskRunning,
+                timeout,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Stops the driver (the master sees a disconnect).
     pub fn stop(&self) {
         self.driver.stop();
@@ -714,6 +758,28 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Pids of live processes whose working directory is under `dir` and whose
+/// command line (arguments joined by spaces, trimmed) is exactly `cmdline`.
+pub fn processes_under(dir: &Path, cmdline: &str) -> std::collections::BTreeSet<i32> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd =
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ");
+        let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
+        if cwd.starts_with(dir) && cmd.trim() == cmdline && pid_alive(pid) {
+            out.insert(pid);
+        }
+    }
+    out
 }
 
 /// True when a process with this pid exists (and is not a zombie).

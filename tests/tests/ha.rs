@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mezzo_proto::v1::{self, TaskState};
-use mezzo_sdk::matching::{task_info, OfferSpace, TaskResources};
+use mezzo_proto::v1::TaskState;
 use mezzo_tests::zk::ZkServer;
 use mezzo_tests::*;
 
@@ -89,34 +88,7 @@ async fn leader_failover_keeps_running_tasks() -> Result<()> {
         },
     )
     .await?;
-    let mut launched = 0;
-    while launched < 20 {
-        for o in fw.next_offers(T).await? {
-            let mut space = OfferSpace::new(&o);
-            let mut tasks = Vec::new();
-            while launched + tasks.len() < 20 {
-                let Some(res) = space.try_fit(&TaskResources::new(0.1, 32.0)) else {
-                    break;
-                };
-                let id = format!("ha-{}", launched + tasks.len());
-                tasks.push(task_info(&id, &id, &o.agent_id, "sleep 600", &res));
-            }
-            launched += tasks.len();
-            fw.driver
-                .launch(
-                    vec![o.id.clone()],
-                    tasks,
-                    Some(v1::Filters {
-                        refuse_seconds: Some(0.0),
-                    }),
-                )
-                .await?;
-        }
-    }
-    for i in 0..20 {
-        fw.wait_state(&format!("ha-{i}"), TaskState::TaskRunning, T)
-            .await?;
-    }
+    fw.launch_many("ha", 20, "sleep 600").await?;
 
     // kill -9 the leader.
     let killed_at = Instant::now();
@@ -316,5 +288,104 @@ async fn standalone_registry_survives_a_master_restart() -> Result<()> {
     .await?;
     back.driver.reconcile(vec![]).await?;
     back.wait_state("kept", TaskState::TaskRunning, T).await?;
+    Ok(())
+}
+
+/// Mesos' SplitBrainMasters case: a leader frozen past its ZooKeeper
+/// session comes back after a new leader took over; it must not act.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_that_wakes_up_does_not_act() -> Result<()> {
+    init_logs();
+    let zk = ZkServer::start()?;
+    let url = zk.url("/mezzo");
+    let masters: Vec<Option<MasterProc>> = (0..2)
+        .map(|_| start_master(&url).map(Some))
+        .collect::<Result<_>>()?;
+    let first = the_leader(&masters).await?;
+    let agent = AgentProc::start(&url, "cpus:2;mem:1024", &["--isolation", "posix"])?;
+    let mut fw = TestFramework::start(
+        &url,
+        FrameworkOpts {
+            failover_timeout: 120.0,
+            ..Default::default()
+        },
+    )
+    .await?;
+    for i in 0..3 {
+        fw.launch(&format!("steady-{i}"), "sleep 600", 0.1, 32.0)
+            .await?;
+        fw.wait_state(&format!("steady-{i}"), TaskState::TaskRunning, T)
+            .await?;
+    }
+    let old = masters[first].as_ref().context("leader")?;
+    old.proc.signal(libc::SIGSTOP);
+    let second = eventually(T, "another master elected", || async {
+        for (i, m) in masters.iter().enumerate() {
+            if i != first && elected(m.as_ref()?).await {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    let second = match second {
+        Ok(s) => s,
+        Err(e) => {
+            old.proc.signal(libc::SIGCONT);
+            return Err(e);
+        }
+    };
+    let new = masters[second].as_ref().context("new leader")?;
+    eventually(T, "agent and framework with the new leader", || async {
+        let s = new.state().await.ok()?;
+        let running = s["frameworks"]
+            .as_array()?
+            .iter()
+            .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .count();
+        (running == 3 && s["frameworks"][0]["connected"] == true).then_some(())
+    })
+    .await?;
+    let launches_before = agent.log().matches("launching task").count();
+    let updates_before = fw.updates.len();
+
+    old.proc.signal(libc::SIGCONT);
+    eventually(T, "the woken master to stand down", || async {
+        let m = get_json(&format!("{}/metrics/snapshot", old.url()))
+            .await
+            .ok()?;
+        (m["master/elected"] == 0
+            && m["master/slaves_active"] == 0
+            && m["master/frameworks_active"] == 0)
+            .then_some(())
+    })
+    .await?;
+    // Give a woken leader's timers every chance to misbehave: a few of its
+    // allocation and maintenance rounds pass while we watch the cluster.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert!(elected(new).await, "the new leader lost its leadership");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = agent.log();
+    assert_eq!(
+        log.matches("launching task").count(),
+        launches_before,
+        "a task was launched"
+    );
+    // No task was killed or lost on the framework's side.
+    let bad: Vec<_> = fw.updates[updates_before..]
+        .iter()
+        .filter(|s| mezzo_proto::task_state(s).is_terminal())
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "tasks ended after the old leader woke up: {bad:?}"
+    );
+    // The cluster still works under the new leader.
+    fw.launch("after-wakeup", "sleep 600", 0.1, 32.0).await?;
+    fw.wait_state("after-wakeup", TaskState::TaskRunning, T)
+        .await?;
     Ok(())
 }

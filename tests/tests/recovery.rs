@@ -1,69 +1,13 @@
 //! Fault tests: an agent killed with SIGKILL and restarted keeps its tasks;
 //! frameworks fail over within their failover_timeout, or lose their tasks.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
 use mezzo_proto::v1::{self, TaskState};
-use mezzo_sdk::matching::{task_info, OfferSpace, TaskResources};
 use mezzo_tests::*;
 
 const T: Duration = Duration::from_secs(30);
-
-/// Pids of `needle` processes whose cwd is under the agent's work dir.
-fn task_pids(agent: &AgentProc, needle: &str) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd =
-            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
-                .replace('\0', " ");
-        let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
-        if cwd.starts_with(agent.work_dir.path()) && cmd.trim() == needle && pid_alive(pid) {
-            out.insert(pid);
-        }
-    }
-    out
-}
-
-/// Launches `n` long tasks `<prefix>-<i>` into one or more offers.
-async fn launch_n(fw: &mut TestFramework, prefix: &str, n: usize, cmd: &str) -> Result<()> {
-    let mut launched = 0;
-    while launched < n {
-        for o in fw.next_offers(T).await? {
-            let mut space = OfferSpace::new(&o);
-            let mut tasks = Vec::new();
-            while launched + tasks.len() < n {
-                let Some(res) = space.try_fit(&TaskResources::new(0.1, 32.0)) else {
-                    break;
-                };
-                let id = format!("{prefix}-{}", launched + tasks.len());
-                tasks.push(task_info(&id, &id, &o.agent_id, cmd, &res));
-            }
-            launched += tasks.len();
-            fw.driver
-                .launch(
-                    vec![o.id.clone()],
-                    tasks,
-                    Some(v1::Filters {
-                        refuse_seconds: Some(0.0),
-                    }),
-                )
-                .await?;
-        }
-    }
-    for i in 0..n {
-        fw.wait_state(&format!("{prefix}-{i}"), TaskState::TaskRunning, T)
-            .await?;
-    }
-    Ok(())
-}
 
 async fn running_tasks_in_state(master: &MasterProc) -> Option<Vec<String>> {
     let s = master.state().await.ok()?;
@@ -91,9 +35,9 @@ async fn agent_killed_and_restarted_keeps_its_running_tasks() -> Result<()> {
         },
     )
     .await?;
-    launch_n(&mut fw, "svc", 5, "sleep 600").await?;
+    fw.launch_many("svc", 5, "sleep 600").await?;
     let before = eventually(T, "5 task processes", || async {
-        let p = task_pids(&agent, "sleep 600");
+        let p = processes_under(agent.work_dir.path(), "sleep 600");
         (p.len() == 5).then_some(p)
     })
     .await?;
@@ -114,7 +58,7 @@ async fn agent_killed_and_restarted_keeps_its_running_tasks() -> Result<()> {
     .await?;
     assert_eq!(ids, ["svc-0", "svc-1", "svc-2", "svc-3", "svc-4"]);
     assert_eq!(
-        task_pids(&agent, "sleep 600"),
+        processes_under(agent.work_dir.path(), "sleep 600"),
         before,
         "task processes changed across the agent restart"
     );
@@ -152,7 +96,7 @@ async fn executor_that_died_while_agent_was_down_fails_its_task() -> Result<()> 
         },
     )
     .await?;
-    launch_n(&mut fw, "doomed", 1, "sleep 600").await?;
+    fw.launch_many("doomed", 1, "sleep 600").await?;
     agent.kill();
     // Kill the executor and its task while the agent is down.
     kill_processes_under(agent.work_dir.path());
@@ -180,7 +124,7 @@ async fn framework_failover_within_timeout_keeps_tasks_and_after_it_loses_them()
         },
     )
     .await?;
-    launch_n(&mut fw, "keep", 2, "sleep 600").await?;
+    fw.launch_many("keep", 2, "sleep 600").await?;
     let id = fw.id.clone();
     drop(fw);
     let mut again = TestFramework::start(
@@ -201,7 +145,7 @@ async fn framework_failover_within_timeout_keeps_tasks_and_after_it_loses_them()
     again
         .wait_state("keep-1", TaskState::TaskRunning, T)
         .await?;
-    assert_eq!(task_pids(&agent, "sleep 600").len(), 2);
+    assert_eq!(processes_under(agent.work_dir.path(), "sleep 600").len(), 2);
     again.driver.suppress(vec![]).await?;
 
     // Past the timeout: the tasks are killed and the framework removed.
@@ -214,7 +158,7 @@ async fn framework_failover_within_timeout_keeps_tasks_and_after_it_loses_them()
         },
     )
     .await?;
-    launch_n(&mut brief, "gone", 1, "sleep 601").await?;
+    brief.launch_many("gone", 1, "sleep 601").await?;
     let brief_id = brief.id.clone();
     drop(brief);
     eventually(T, "framework removed and its task killed", || async {
@@ -223,11 +167,11 @@ async fn framework_failover_within_timeout_keeps_tasks_and_after_it_loses_them()
             .as_array()?
             .iter()
             .any(|f| f["id"] == brief_id.as_str());
-        (removed && task_pids(&agent, "sleep 601").is_empty()).then_some(())
+        (removed && processes_under(agent.work_dir.path(), "sleep 601").is_empty()).then_some(())
     })
     .await?;
     // The patient framework's tasks are untouched.
-    assert_eq!(task_pids(&agent, "sleep 600").len(), 2);
+    assert_eq!(processes_under(agent.work_dir.path(), "sleep 600").len(), 2);
     // A removed framework cannot come back with its id.
     let back = TestFramework::start(
         &master.addr,

@@ -140,7 +140,7 @@ async fn kill_ends_task_killed_within_grace() -> Result<()> {
         .await?;
     fw.wait_state("sleeper", TaskState::TaskRunning, T).await?;
     let pids = eventually(T, "task processes", || async {
-        let p = processes_in(agent.work_dir.path(), "sleep 1000");
+        let p = processes_under(agent.work_dir.path(), "sleep 1000");
         (!p.is_empty()).then_some(p)
     })
     .await?;
@@ -168,27 +168,6 @@ async fn kill_ends_task_killed_within_grace() -> Result<()> {
         assert!(!pid_alive(pid), "process {pid} survived the kill");
     }
     Ok(())
-}
-
-/// Pids of processes whose cwd is under `dir` and whose cmdline contains `needle`.
-fn processes_in(dir: &std::path::Path, needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd =
-            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
-                .replace('\0', " ");
-        let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
-        if cwd.starts_with(dir) && cmd.contains(needle) && pid_alive(pid) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// Two frameworks in roles of weight 1 and 3 that each take 0.1 cpu per offer
