@@ -15,7 +15,7 @@ use mezzo_proto::v1::{self, agent_message, master_message};
 use mezzo_proto::Resources;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{debug, info, warn};
@@ -82,10 +82,22 @@ struct Agent {
     tasks: BTreeMap<(String, String), TaskEntry>,
     containers: HashMap<String, (String, String)>,
     events: mpsc::UnboundedSender<Event>,
+    /// Published for the HTTP API after each event.
+    view: watch::Sender<crate::http::AgentView>,
+    /// Tasks forgotten after their terminal update was acknowledged, for
+    /// `/state` (bounded, oldest dropped first).
+    completed: VecDeque<crate::http::TaskView>,
 }
 
+/// How many forgotten tasks `/state` keeps showing.
+const MAX_COMPLETED_TASKS: usize = 1000;
+
 /// Runs the agent until it fails fatally.
-pub(crate) async fn run(config: AgentConfig, info: v1::AgentInfo) -> Result<(), AgentError> {
+pub(crate) async fn run(
+    config: AgentConfig,
+    info: v1::AgentInfo,
+    view: watch::Sender<crate::http::AgentView>,
+) -> Result<(), AgentError> {
     let config = Arc::new(config);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let socket = config.work_dir.join("agent.sock");
@@ -109,15 +121,21 @@ pub(crate) async fn run(config: AgentConfig, info: v1::AgentInfo) -> Result<(), 
         tasks: BTreeMap::new(),
         containers: HashMap::new(),
         events: ev_tx.clone(),
+        view,
+        completed: VecDeque::new(),
     };
     agent.recover();
+    agent.publish();
     tokio::spawn(master_loop(config.clone(), ev_tx.clone()));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             ev = ev_rx.recv() => match ev {
-                Some(ev) => agent.handle(ev),
+                Some(ev) => {
+                    agent.handle(ev);
+                    agent.publish();
+                }
                 None => return Ok(()),
             },
             _ = tick.tick() => {
@@ -135,6 +153,34 @@ fn read_agent_id(work_dir: &Path) -> String {
 }
 
 impl Agent {
+    fn task_view(&self, t: &TaskEntry) -> crate::http::TaskView {
+        crate::http::TaskView {
+            framework_id: t.framework_id.clone(),
+            info: t.info.clone(),
+            state: t.state,
+            container_id: t.container_id.clone(),
+            directory: sandbox_dir(
+                &self.config.work_dir,
+                &t.framework_id,
+                &t.info.task_id,
+                &t.container_id,
+            ),
+            executor_running: !t.executor_exited,
+        }
+    }
+
+    /// Publishes what the HTTP API shows.
+    fn publish(&self) {
+        let view = crate::http::AgentView {
+            agent_id: self.agent_id.clone(),
+            registered: self.master.is_some(),
+            frameworks: self.frameworks.values().cloned().collect(),
+            tasks: self.tasks.values().map(|t| self.task_view(t)).collect(),
+            completed: self.completed.iter().cloned().collect(),
+        };
+        self.view.send_replace(view);
+    }
+
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::BuildRegister(reply) => {
@@ -615,6 +661,12 @@ impl Agent {
     fn maybe_forget(&mut self, key: &(String, String)) {
         let Some(t) = self.tasks.get(key) else { return };
         if t.state.is_terminal() && t.updates.is_empty() && t.executor_exited {
+            let done = self.task_view(t);
+            self.completed.push_back(done);
+            while self.completed.len() > MAX_COMPLETED_TASKS {
+                self.completed.pop_front();
+            }
+            let Some(t) = self.tasks.get(key) else { return };
             let cid = t.container_id.clone();
             self.tasks.remove(key);
             self.containers.remove(&cid);

@@ -14,8 +14,10 @@
 mod agent;
 pub mod executor;
 pub mod health;
+pub mod http;
 pub mod protocol;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -69,6 +71,9 @@ pub struct AgentConfig {
     pub hostname: String,
     /// Port reported in AgentInfo (the agent's HTTP port; 0 if none).
     pub port: u16,
+    /// Where to serve the agent's HTTP API (`/state`, `/files`...); none
+    /// if `None`. Port 0 picks a free port, then reported as `port`.
+    pub http_listen: Option<SocketAddr>,
     /// Total resources offered.
     pub resources: Resources,
     /// Attributes, Mesos syntax already parsed.
@@ -106,6 +111,7 @@ impl AgentConfig {
             work_dir,
             hostname: default_hostname(),
             port: 0,
+            http_listen: None,
             attributes: Vec::new(),
             isolation: if mezzo_isolators::cgroups_available() {
                 IsolationKind::Cgroups
@@ -173,8 +179,31 @@ fn disk_mb(dir: &Path) -> Option<f64> {
     Some(st.f_blocks as f64 * st.f_frsize as f64 / (1024.0 * 1024.0))
 }
 
+/// A started agent: its HTTP API is listening, the actor is running.
+pub struct RunningAgent {
+    /// Where the HTTP API listens, if it does.
+    pub http_addr: Option<SocketAddr>,
+    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+impl RunningAgent {
+    /// Waits until the agent stops (it normally runs until a fatal error).
+    pub async fn wait(self) -> Result<(), AgentError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(AgentError::Master(format!("agent task: {e}"))),
+        }
+    }
+}
+
 /// Checks the configuration and runs the agent until a fatal error.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    start(config).await?.wait().await
+}
+
+/// Checks the configuration, binds the HTTP API (so the caller can print
+/// its address once it is reachable) and starts the agent.
+pub async fn start(mut config: AgentConfig) -> Result<RunningAgent, AgentError> {
     if config.isolation == IsolationKind::Cgroups && !mezzo_isolators::cgroups_available() {
         return Err(AgentError::Isolation(
             "--isolation cgroups was requested but no usable cgroup hierarchy (cpu + memory) exists on this host; use --isolation posix".into(),
@@ -188,6 +217,22 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         return Err(AgentError::Config("--resources must not be empty".into()));
     }
     std::fs::create_dir_all(&config.work_dir).map_err(|e| AgentError::io(&config.work_dir, e))?;
+    let listener = match config.http_listen {
+        Some(addr) => {
+            let l = http::bind(addr).await?;
+            let bound = l
+                .local_addr()
+                .map_err(|e| AgentError::Config(e.to_string()))?;
+            config.port = bound.port();
+            Some((l, bound))
+        }
+        None => None,
+    };
+    let (view_tx, view_rx) = tokio::sync::watch::channel(http::AgentView::default());
+    let http_addr = listener.as_ref().map(|(_, a)| *a);
+    if let Some((l, _)) = listener {
+        tokio::spawn(http::serve(l, std::sync::Arc::new(config.clone()), view_rx));
+    }
     let info = mezzo_proto::v1::AgentInfo {
         hostname: config.hostname.clone(),
         port: u32::from(config.port),
@@ -196,5 +241,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         id: String::new(),
     };
     tracing::info!(resources = %config.resources, isolation = ?config.isolation, master = %config.master, "agent starting");
-    agent::run(config, info).await
+    Ok(RunningAgent {
+        http_addr,
+        task: tokio::spawn(agent::run(config, info, view_tx)),
+    })
 }

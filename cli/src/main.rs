@@ -75,6 +75,13 @@ struct MarathonArgs {
     /// Role for the framework's offers.
     #[arg(long, env = "MEZZO_MARATHON_ROLE", default_value = "*")]
     role: String,
+    /// `zk://host:2181,.../mezzo`: state in ZooKeeper (`<path>/frameworks/<name>`) and
+    /// leader election among instances (standbys redirect to the leader).
+    #[arg(long, env = "MEZZO_MARATHON_ZK")]
+    zk: Option<String>,
+    /// ZooKeeper session timeout; a leader that loses its session stops at once.
+    #[arg(long, env = "MEZZO_MARATHON_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    zk_session_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -98,6 +105,9 @@ struct BatchArgs {
     /// Role for the framework's offers.
     #[arg(long, env = "MEZZO_BATCH_ROLE", default_value = "*")]
     role: String,
+    /// `zk://host:2181,.../mezzo`: keep the state in ZooKeeper (`<path>/frameworks/<name>`).
+    #[arg(long, env = "MEZZO_BATCH_ZK")]
+    zk: Option<String>,
 }
 
 /// Flags shared by `master` and `local`.
@@ -439,6 +449,13 @@ async fn run_marathon(args: MarathonArgs) -> Result<()> {
     let mut config = mezzo_marathon::MarathonConfig::new(args.master, args.http, args.state_dir);
     config.framework_name = args.name;
     config.role = args.role;
+    config.zk = args
+        .zk
+        .as_deref()
+        .map(mezzo_marathon::ZkUrl::parse)
+        .transpose()
+        .context("--zk")?;
+    config.zk_session_timeout = args.zk_session_timeout;
     let marathon = mezzo_marathon::start(config)
         .await
         .context("starting the Marathon framework")?;
@@ -453,6 +470,12 @@ async fn run_batch(args: BatchArgs) -> Result<()> {
     let mut config = mezzo_batch::BatchConfig::new(args.master, args.http, args.state_dir);
     config.framework_name = args.name;
     config.role = args.role;
+    config.zk = args
+        .zk
+        .as_deref()
+        .map(mezzo_batch::ZkUrl::parse)
+        .transpose()
+        .context("--zk")?;
     let batch = mezzo_batch::start(config)
         .await
         .context("starting the batch framework")?;

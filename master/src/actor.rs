@@ -234,7 +234,6 @@ pub enum LeaderState {
 #[derive(Default, Clone)]
 struct Metrics {
     allocation_runs: u64,
-    last_allocation_ms: f64,
     status_updates: u64,
     launched_tasks: u64,
     invalid_launches: u64,
@@ -1850,7 +1849,6 @@ impl Master {
             }
         }
         self.metrics.allocation_runs += 1;
-        self.metrics.last_allocation_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.metrics
             .timings
             .allocation_run(started.elapsed().as_secs_f64());
@@ -1904,23 +1902,31 @@ impl Master {
                     "resources": resources_json(&o.resources),
                 }))).collect::<Vec<_>>(),
                 "executors": [],
+                "pid": null,
+                "recovered": false,
+                "labels": [],
             })
         };
-        json!({
-            "version": crate::MESOS_COMPAT_VERSION,
-            "mezzo_version": env!("CARGO_PKG_VERSION"),
-            "id": self.info.id,
-            "pid": leader_pid,
-            "hostname": self.info.hostname,
-            "start_time": self.start_time,
-            "elected_time": self.elected_time,
-            "leader": self.leader_hint.as_ref().map(|h| format!("master@{h}")),
-            "leading": self.leading,
-            "leader_info": master_info_json(&self.info),
-            "activated_slaves": self.agents.values().filter(|a| a.reachable).count(),
-            "deactivated_slaves": 0,
-            "unreachable_slaves": self.agents.values().filter(|a| !a.reachable).count(),
-            "slaves": self.agents.values().map(|a| json!({
+        let c = &self.config;
+        let mut weights: Vec<String> = c.weights.iter().map(|(r, w)| format!("{r}={w}")).collect();
+        weights.sort();
+        let flags = json!({
+            "allocation_interval": format!("{}secs", c.allocation_interval.as_secs_f64()),
+            "offer_timeout": c.offer_timeout.map(|d| format!("{}secs", d.as_secs_f64())),
+            "agent_ping_timeout": format!("{}secs", c.agent_ping_timeout.as_secs_f64()),
+            "max_agent_ping_timeouts": c.max_agent_ping_timeouts.to_string(),
+            "framework_heartbeat_interval": format!("{}secs", c.framework_heartbeat_interval.as_secs_f64()),
+            "max_completed_tasks_per_framework": c.max_completed_tasks_per_framework.to_string(),
+            "max_completed_frameworks": "50",
+            "weights": weights.join(","),
+            // Credentials in `zk://user:pass@...` never leave the process.
+            "zk": c.zk.as_ref().map(|z| match z.rsplit_once('@') {
+                Some((_, hosts)) => format!("zk://{hosts}"),
+                None => z.clone(),
+            }),
+        });
+        let slave_json = |a: &Agent| {
+            let mut m = json!({
                 "id": a.id,
                 "hostname": a.info.hostname,
                 "port": a.info.port,
@@ -1934,8 +1940,45 @@ impl Master {
                 "registered_time": a.registered_time,
                 "reregistered_time": a.reregistered_time,
                 "active": a.reachable && a.tx.is_some(),
+                "deactivated": false,
                 "connected": a.tx.is_some(),
-            })).collect::<Vec<_>>(),
+                "reachable": a.reachable,
+                "version": crate::MESOS_COMPAT_VERSION,
+                "capabilities": [],
+            });
+            // Mesos also flattens the agent's total resources into the object.
+            if let (Some(obj), Value::Object(res)) = (m.as_object_mut(), resources_json(&a.total)) {
+                for (k, v) in res {
+                    obj.entry(k).or_insert(v);
+                }
+            }
+            m
+        };
+        json!({
+            "version": crate::MESOS_COMPAT_VERSION,
+            "mezzo_version": env!("CARGO_PKG_VERSION"),
+            "git_sha": "",
+            "git_branch": "",
+            "build_date": "",
+            "build_time": 0,
+            "build_user": "mezzo",
+            "cluster": "",
+            "log_dir": "",
+            "capabilities": [],
+            "flags": flags,
+            "id": self.info.id,
+            "pid": leader_pid,
+            "hostname": self.info.hostname,
+            "start_time": self.start_time,
+            "elected_time": self.elected_time,
+            "leader": self.leader_hint.as_ref().map(|h| format!("master@{h}")),
+            "leading": self.leading,
+            "leader_info": master_info_json(&self.info),
+            "activated_slaves": self.agents.values().filter(|a| a.reachable).count(),
+            "deactivated_slaves": 0,
+            "unreachable_slaves": self.agents.values().filter(|a| !a.reachable).count(),
+            "slaves": self.agents.values().map(slave_json).collect::<Vec<_>>(),
+            "recovered_slaves": [],
             "frameworks": self.frameworks.values().map(|f| fw_json(f, true)).collect::<Vec<_>>(),
             "completed_frameworks": self.completed_frameworks.iter().map(|f| fw_json(f, false)).collect::<Vec<_>>(),
             "orphan_tasks": [],

@@ -15,6 +15,7 @@ pub mod allocator;
 pub mod config;
 mod grpc;
 mod http;
+mod metrics;
 mod operator_http;
 pub mod registry;
 mod scheduler_http;
@@ -214,7 +215,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
     .add_service(v1::scheduler_server::SchedulerServer::new(handle.clone()))
     .prepare()
     .into_axum_router();
-    let app = http::router(snap_rx.clone())
+    let app = http::router(snap_rx.clone(), handle.clone())
         .merge(grpc_routes)
         .merge(scheduler_http::router(handle, snap_rx));
     info!(%addr, master.id = %id, "master listening (gRPC + HTTP)");
