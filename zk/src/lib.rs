@@ -56,6 +56,9 @@ mod store;
 mod url;
 mod util;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use contender::{Contender, Leadership};
 pub use detector::{master_address, Detector, LeaderInfo};
 pub use error::{Error, Result};

@@ -5,7 +5,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::ZkServer;
-use mezzo_zk::{election_node_path, Contender, Detector, Error, LeaderInfo, Leadership, ZkStore, ZkUrl};
+use mezzo_zk::{
+    election_node_path, Contender, Detector, Error, LeaderInfo, Leadership, ZkStore, ZkUrl,
+};
 use tokio::sync::watch;
 use zookeeper_client::{Acls, Client, CreateMode};
 
@@ -64,10 +66,18 @@ async fn three_contenders_elect_the_lowest_and_fail_over_on_withdraw() {
     let url = ZkUrl::parse(&zk.url("/mezzo/three")).unwrap();
     // A non-election child (as Mesos' replicated log keeps) must be ignored.
     let plain = plain_client(&zk).await;
-    plain.mkdir("/mezzo/three/log_replicas", &CreateMode::Persistent.with_acls(Acls::anyone_all())).await.unwrap();
+    plain
+        .mkdir(
+            "/mezzo/three/log_replicas",
+            &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
 
     let timeout = Duration::from_secs(5);
-    let datas: Vec<Vec<u8>> = (0..3).map(|i| master_info(&format!("m{i}"), 5050 + i)).collect();
+    let datas: Vec<Vec<u8>> = (0..3)
+        .map(|i| master_info(&format!("m{i}"), 5050 + i))
+        .collect();
     let mut contenders = Vec::new();
     let mut rxs = Vec::new();
     for data in &datas {
@@ -77,21 +87,35 @@ async fn three_contenders_elect_the_lowest_and_fail_over_on_withdraw() {
     }
     // Everyone settles: one leader, two standbys naming it.
     for (i, rx) in rxs.iter_mut().enumerate() {
-        wait_for(&format!("contender {i} settles"), rx, |l| l.is_leader() || matches!(l, Leadership::Standby { leader: Some(_) })).await;
+        wait_for(&format!("contender {i} settles"), rx, |l| {
+            l.is_leader() || matches!(l, Leadership::Standby { leader: Some(_) })
+        })
+        .await;
     }
     let leaders: Vec<usize> = (0..3).filter(|i| rxs[*i].borrow().is_leader()).collect();
-    assert_eq!(leaders.len(), 1, "exactly one leader: {:?}", rxs.iter().map(|r| r.borrow().clone()).collect::<Vec<_>>());
+    assert_eq!(
+        leaders.len(),
+        1,
+        "exactly one leader: {:?}",
+        rxs.iter().map(|r| r.borrow().clone()).collect::<Vec<_>>()
+    );
     let li = leaders[0];
     let epoch = rxs[li].borrow().leader_epoch().unwrap();
 
     // A plain client sees the leader as the lowest json.info_ node, holding the bytes given.
     let mut children = plain.list_children("/mezzo/three").await.unwrap();
     children.sort();
-    let election: Vec<&String> = children.iter().filter(|c| c.starts_with("json.info_")).collect();
+    let election: Vec<&String> = children
+        .iter()
+        .filter(|c| c.starts_with("json.info_"))
+        .collect();
     assert_eq!(election.len(), 3, "{children:?}");
     assert_eq!(*election[0], format!("json.info_{epoch:010}"));
     assert!(children.contains(&"log_replicas".to_string()));
-    let (data, _) = plain.get_data(&election_node_path("/mezzo/three", epoch)).await.unwrap();
+    let (data, _) = plain
+        .get_data(&election_node_path("/mezzo/three", epoch))
+        .await
+        .unwrap();
     assert_eq!(data, datas[li]);
     let parsed: serde_json::Value = serde_json::from_slice(&data).unwrap();
     assert_eq!(parsed["id"], format!("m{li}"));
@@ -99,7 +123,9 @@ async fn three_contenders_elect_the_lowest_and_fail_over_on_withdraw() {
     for (i, rx) in rxs.iter_mut().enumerate() {
         if i != li {
             let l = wait_for("standby names the leader", rx, |l| is_standby_of(l, epoch)).await;
-            let Leadership::Standby { leader: Some(info) } = l else { unreachable!() };
+            let Leadership::Standby { leader: Some(info) } = l else {
+                unreachable!()
+            };
             assert_eq!(info.data, datas[li]);
             assert_eq!(info.json["id"], format!("m{li}"));
         }
@@ -121,7 +147,12 @@ async fn three_contenders_elect_the_lowest_and_fail_over_on_withdraw() {
     assert!(new_epoch > epoch, "new epoch {new_epoch} > {epoch}");
     println!("failover after withdraw took {:?}", t0.elapsed());
     let other = rest.into_iter().find(|i| *i != next).unwrap();
-    wait_for("the remaining standby names the new leader", &mut rxs[other], |l| is_standby_of(l, new_epoch)).await;
+    wait_for(
+        "the remaining standby names the new leader",
+        &mut rxs[other],
+        |l| is_standby_of(l, new_epoch),
+    )
+    .await;
     assert!(!rxs[other].borrow().is_leader());
 
     // Dropping a contender removes its node at once (session closed).
@@ -140,29 +171,51 @@ async fn contender_reports_lost_at_once_and_recontends_after_session_expiry() {
     let mut detector = Detector::start(&url, session_timeout);
     let first = wait_for("leads", &mut rx, |l| l.is_leader()).await;
     let epoch = first.leader_epoch().unwrap();
-    wait_for("detector sees it", &mut detector, |d| d.as_ref().map(|l| l.epoch) == Some(epoch)).await;
+    wait_for("detector sees it", &mut detector, |d| {
+        d.as_ref().map(|l| l.epoch) == Some(epoch)
+    })
+    .await;
 
     // ZooKeeper dies: Lost must come at once, not after the session timeout.
     let t0 = Instant::now();
     tokio::task::block_in_place(|| zk.stop());
-    wait_for("lost after ZooKeeper stops", &mut rx, |l| *l == Leadership::Lost).await;
+    wait_for("lost after ZooKeeper stops", &mut rx, |l| {
+        *l == Leadership::Lost
+    })
+    .await;
     let lost_after = t0.elapsed();
     println!("Lost published {lost_after:?} after ZooKeeper was killed");
     assert!(lost_after < session_timeout, "Lost after {lost_after:?}");
-    wait_for("detector forgets the leader", &mut detector, |d| d.is_none()).await;
+    wait_for("detector forgets the leader", &mut detector, |d| {
+        d.is_none()
+    })
+    .await;
 
     // Stay down past the session timeout so the session expires, then come back.
     tokio::time::sleep(session_timeout * 2).await;
-    assert_eq!(*rx.borrow(), Leadership::Lost, "never leader while ZooKeeper is down");
+    assert_eq!(
+        *rx.borrow(),
+        Leadership::Lost,
+        "never leader while ZooKeeper is down"
+    );
     tokio::task::block_in_place(|| zk.restart()).expect("zookeeper restarts");
     let again = wait_for("leads again", &mut rx, |l| l.is_leader()).await;
     let new_epoch = again.leader_epoch().unwrap();
-    assert!(new_epoch > epoch, "a new session contends with a new node: {new_epoch} > {epoch}");
-    let Leadership::Leader { session_id: s2, .. } = again else { unreachable!() };
-    let Leadership::Leader { session_id: s1, .. } = first else { unreachable!() };
+    assert!(
+        new_epoch > epoch,
+        "a new session contends with a new node: {new_epoch} > {epoch}"
+    );
+    let Leadership::Leader { session_id: s2, .. } = again else {
+        unreachable!()
+    };
+    let Leadership::Leader { session_id: s1, .. } = first else {
+        unreachable!()
+    };
     assert_ne!(s1, s2, "new session");
-    wait_for("detector sees the new leader", &mut detector, |d| d.as_ref().map(|l| l.epoch) == Some(new_epoch))
-        .await;
+    wait_for("detector sees the new leader", &mut detector, |d| {
+        d.as_ref().map(|l| l.epoch) == Some(new_epoch)
+    })
+    .await;
     println!("re-elected {:?} after restart began", t0.elapsed());
     contender.withdraw().await;
 }
@@ -179,8 +232,13 @@ async fn detector_follows_leader_changes() {
     assert!(det.borrow().is_none());
 
     let (a, mut arx) = Contender::start(&url, master_info("a", 1), timeout);
-    let ea = wait_for("a leads", &mut arx, |l| l.is_leader()).await.leader_epoch().unwrap();
-    let seen = wait_for("detector sees a", &mut det, |d| d.is_some()).await.unwrap();
+    let ea = wait_for("a leads", &mut arx, |l| l.is_leader())
+        .await
+        .leader_epoch()
+        .unwrap();
+    let seen = wait_for("detector sees a", &mut det, |d| d.is_some())
+        .await
+        .unwrap();
     assert_eq!(seen.epoch, ea);
     assert_eq!(seen.data, master_info("a", 1));
     assert_eq!(seen.json["id"], "a");
@@ -190,10 +248,17 @@ async fn detector_follows_leader_changes() {
     assert_eq!(det.borrow().as_ref().map(|l| l.epoch), Some(ea));
 
     a.withdraw().await;
-    let seen = wait_for("detector follows to b", &mut det, |d| d.as_ref().is_some_and(|l| l.epoch != ea)).await.unwrap();
+    let seen = wait_for("detector follows to b", &mut det, |d| {
+        d.as_ref().is_some_and(|l| l.epoch != ea)
+    })
+    .await
+    .unwrap();
     assert!(seen.epoch > ea);
     assert_eq!(seen.json["id"], "b");
-    wait_for("b leads", &mut brx, |l| l.leader_epoch() == Some(seen.epoch)).await;
+    wait_for("b leads", &mut brx, |l| {
+        l.leader_epoch() == Some(seen.epoch)
+    })
+    .await;
 
     drop(b);
     wait_for("no leader left", &mut det, |d| d.is_none()).await;
@@ -210,7 +275,10 @@ async fn store_compare_and_set_refuses_stale_writers() {
 
     assert_eq!(w1.get("registry").await.unwrap(), None);
     assert_eq!(w1.create("registry", b"v0").await.unwrap(), 0);
-    assert!(matches!(w2.create("registry", b"other").await, Err(Error::AlreadyExists { .. })));
+    assert!(matches!(
+        w2.create("registry", b"other").await,
+        Err(Error::AlreadyExists { .. })
+    ));
 
     // Both read version 0; the first write wins, the second is stale.
     let (d1, v1) = w1.get("registry").await.unwrap().unwrap();
@@ -219,16 +287,31 @@ async fn store_compare_and_set_refuses_stale_writers() {
     assert_eq!((d2.as_slice(), v2), (&b"v0"[..], 0));
     assert_eq!(w1.set("registry", b"from w1", v1).await.unwrap(), 1);
     let stale = w2.set("registry", b"from w2", v2).await;
-    assert!(matches!(stale, Err(Error::BadVersion { expected: 0, .. })), "{stale:?}");
-    assert_eq!(w2.get("registry").await.unwrap(), Some((b"from w1".to_vec(), 1)));
-    assert!(matches!(w2.delete("registry", 0).await, Err(Error::BadVersion { .. })));
-    assert!(matches!(w2.set("missing", b"x", 0).await, Err(Error::NoNode { .. })));
+    assert!(
+        matches!(stale, Err(Error::BadVersion { expected: 0, .. })),
+        "{stale:?}"
+    );
+    assert_eq!(
+        w2.get("registry").await.unwrap(),
+        Some((b"from w1".to_vec(), 1))
+    );
+    assert!(matches!(
+        w2.delete("registry", 0).await,
+        Err(Error::BadVersion { .. })
+    ));
+    assert!(matches!(
+        w2.set("missing", b"x", 0).await,
+        Err(Error::NoNode { .. })
+    ));
 
     // Nested keys create their parents; list by prefix.
     w1.create("frameworks/fw-1", b"{}").await.unwrap();
     w1.create("frameworks/fw-2", b"{}").await.unwrap();
     w1.create("frameworks/other", b"{}").await.unwrap();
-    assert_eq!(w2.list("frameworks/fw-").await.unwrap(), vec!["frameworks/fw-1", "frameworks/fw-2"]);
+    assert_eq!(
+        w2.list("frameworks/fw-").await.unwrap(),
+        vec!["frameworks/fw-1", "frameworks/fw-2"]
+    );
     assert_eq!(w2.list("frameworks/").await.unwrap().len(), 3);
     assert_eq!(w2.list("nothing/").await.unwrap(), Vec::<String>::new());
     w2.delete("frameworks/fw-1", 0).await.unwrap();
@@ -236,24 +319,42 @@ async fn store_compare_and_set_refuses_stale_writers() {
 
     // Values over 1 MB are refused clearly; 1 MB itself fits.
     let big = vec![b'x'; mezzo_zk::MAX_VALUE_BYTES + 1];
-    assert!(matches!(w1.set("registry", &big, 1).await, Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        w1.set("registry", &big, 1).await,
+        Err(Error::TooLarge { .. })
+    ));
     let max = vec![b'x'; mezzo_zk::MAX_VALUE_BYTES];
     assert_eq!(w1.set("registry", &max, 1).await.unwrap(), 2);
-    assert!(matches!(w1.get("bad//key").await, Err(Error::InvalidKey { .. })));
+    assert!(matches!(
+        w1.get("bad//key").await,
+        Err(Error::InvalidKey { .. })
+    ));
 
     // Fenced writes succeed while the writer's election node exists, and not after.
     let (leader, mut lrx) = Contender::start(&url, master_info("m", 1), timeout);
-    let epoch = wait_for("leads", &mut lrx, |l| l.is_leader()).await.leader_epoch().unwrap();
+    let epoch = wait_for("leads", &mut lrx, |l| l.is_leader())
+        .await
+        .leader_epoch()
+        .unwrap();
     let fenced = w1.fenced(election_node_path(&url.path, epoch));
     assert_eq!(fenced.set("registry", b"fenced", 2).await.unwrap(), 3);
     fenced.create("agents/a1", b"{}").await.unwrap();
     // The election node is not a key.
-    assert_eq!(w1.list("").await.unwrap(), vec!["agents", "frameworks", "registry"]);
+    assert_eq!(
+        w1.list("").await.unwrap(),
+        vec!["agents", "frameworks", "registry"]
+    );
     leader.withdraw().await;
     let refused = fenced.set("registry", b"deposed", 3).await;
     assert!(matches!(refused, Err(Error::Fenced { .. })), "{refused:?}");
-    assert!(matches!(fenced.delete("agents/a1", 0).await, Err(Error::Fenced { .. })));
-    assert_eq!(w2.get("registry").await.unwrap(), Some((b"fenced".to_vec(), 3)));
+    assert!(matches!(
+        fenced.delete("agents/a1", 0).await,
+        Err(Error::Fenced { .. })
+    ));
+    assert_eq!(
+        w2.get("registry").await.unwrap(),
+        Some((b"fenced".to_vec(), 3))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,14 +367,26 @@ async fn brief_disconnect_keeps_the_session_and_the_same_epoch() {
     let session_timeout = Duration::from_secs(9);
     let (contender, mut rx) = Contender::start(&url, master_info("m1", 5050), session_timeout);
     let first = wait_for("leads", &mut rx, |l| l.is_leader()).await;
-    assert_eq!(contender.confirm_leadership().await, Ok(first.leader_epoch().unwrap()));
+    assert_eq!(
+        contender.confirm_leadership().await,
+        Ok(first.leader_epoch().unwrap())
+    );
 
     tokio::task::block_in_place(|| zk.stop());
-    wait_for("lost while disconnected", &mut rx, |l| *l == Leadership::Lost).await;
-    assert!(contender.confirm_leadership().await.is_err(), "no confirmation while disconnected");
+    wait_for("lost while disconnected", &mut rx, |l| {
+        *l == Leadership::Lost
+    })
+    .await;
+    assert!(
+        contender.confirm_leadership().await.is_err(),
+        "no confirmation while disconnected"
+    );
     tokio::task::block_in_place(|| zk.restart()).expect("zookeeper restarts");
     let again = wait_for("leads again", &mut rx, |l| l.is_leader()).await;
     assert_eq!(again, first, "same session, same node, same epoch");
-    assert_eq!(contender.confirm_leadership().await, Ok(first.leader_epoch().unwrap()));
+    assert_eq!(
+        contender.confirm_leadership().await,
+        Ok(first.leader_epoch().unwrap())
+    );
     contender.withdraw().await;
 }
