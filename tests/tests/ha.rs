@@ -47,18 +47,54 @@ async fn leader_failover_keeps_running_tasks() -> Result<()> {
     let first = the_leader(&masters).await?;
 
     // The leader's znode is plain MasterInfo JSON any ZooKeeper client reads.
-    let out = std::process::Command::new("java")
-        .args([
-            "-cp",
-            "/usr/share/java/*:/etc/zookeeper/conf",
-            "org.apache.zookeeper.ZooKeeperMain",
-            "-server",
-        ])
-        .arg(zk.connect_string())
-        .args(["ls", "/mezzo"])
-        .output()?;
-    let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("json.info_"), "znodes: {listing}");
+    let zk_cli = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("java")
+            .args([
+                "-cp",
+                "/usr/share/java/*:/etc/zookeeper/conf",
+                "org.apache.zookeeper.ZooKeeperMain",
+                "-server",
+            ])
+            .arg(zk.connect_string())
+            .args(args)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let listing = zk_cli(&["ls", "/mezzo"])?;
+    let mut nodes: Vec<String> = listing
+        .split(|c: char| c == '[' || c == ']' || c == ',' || c.is_whitespace())
+        .filter(|n| n.starts_with("json.info_"))
+        .map(String::from)
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes.len(), 3, "znodes: {listing}");
+    let data = zk_cli(&["get", &format!("/mezzo/{}", nodes[0])])?;
+    let line = data
+        .lines()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("no JSON in the znode")?;
+    let info: serde_json::Value = serde_json::from_str(line)?;
+    let leader_addr = masters[first].as_ref().context("leader")?.addr.clone();
+    assert_eq!(
+        format!(
+            "{}:{}",
+            info["address"]["ip"].as_str().unwrap_or(""),
+            info["port"]
+        ),
+        leader_addr,
+        "{info}"
+    );
+    assert!(
+        info["id"].is_string() && info["ip"].is_u64() && info["hostname"].is_string(),
+        "{info}"
+    );
+    assert_eq!(info["address"]["port"], info["port"]);
+    assert!(
+        info["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("1.")),
+        "{info}"
+    );
 
     // A standby redirects to the leader.
     let standby = (first + 1) % 3;
@@ -217,9 +253,19 @@ async fn standalone_registry_survives_a_master_restart() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?.to_string();
     let work = dir.path().display().to_string();
-    let args = ["--port", port.as_str(), "--work-dir", work.as_str()];
+    let args = [
+        "--port",
+        port.as_str(),
+        "--work-dir",
+        work.as_str(),
+        "--agent-reregister-timeout",
+        "2s",
+    ];
     let mut master = MasterProc::start(&args)?;
     let _agent = AgentProc::start(&master.addr, "cpus:2;mem:1024", &["--isolation", "posix"])?;
+    // An agent that will not come back after the master restart.
+    let mut lost_agent =
+        AgentProc::start(&master.addr, "cpus:1;mem:512", &["--isolation", "posix"])?;
     let mut keep = TestFramework::start(
         &master.addr,
         FrameworkOpts {
@@ -249,6 +295,13 @@ async fn standalone_registry_survives_a_master_restart() -> Result<()> {
     })
     .await?;
 
+    eventually(T, "both agents admitted in the registry", || async {
+        let text = std::fs::read_to_string(dir.path().join("registry.json")).ok()?;
+        let r: serde_json::Value = serde_json::from_str(&text).ok()?;
+        (r["state"]["agents"].as_object()?.len() == 2).then_some(())
+    })
+    .await?;
+    lost_agent.kill();
     master.proc.kill();
     master = MasterProc::start(&args)?;
     let refused = TestFramework::start(
@@ -288,6 +341,12 @@ async fn standalone_registry_survives_a_master_restart() -> Result<()> {
     .await?;
     back.driver.reconcile(vec![]).await?;
     back.wait_state("kept", TaskState::TaskRunning, T).await?;
+    // The agent that never re-registered is unreachable after the timeout.
+    eventually(T, "the missing agent marked unreachable", || async {
+        let s = master.state().await.ok()?;
+        (s["unreachable_slaves"] == 1 && s["activated_slaves"] == 1).then_some(())
+    })
+    .await?;
     Ok(())
 }
 
