@@ -400,7 +400,10 @@ fn render_prometheus(ctx: &Ctx, v: &AgentView) -> Result<String, prometheus::Err
     uptime.set(num("slave/uptime_secs"));
     reg.register(Box::new(uptime))?;
     let total = GaugeVec::new(
-        Opts::new("mezzo_agent_resources_total", "Resources the agent offers"),
+        Opts::new(
+            "mezzo_agent_resources_capacity",
+            "Resources the agent offers",
+        ),
         &["resource"],
     )?;
     let used = GaugeVec::new(

@@ -1971,7 +1971,9 @@ impl Master {
             "hostname": self.info.hostname,
             "start_time": self.start_time,
             "elected_time": self.elected_time,
-            "leader": self.leader_hint.as_ref().map(|h| format!("master@{h}")),
+            // A standalone master (no election) leads itself.
+            "leader": self.leader_hint.as_ref().map(|h| format!("master@{h}"))
+                .or_else(|| self.leading.then(|| leader_pid.clone())),
             "leading": self.leading,
             "leader_info": master_info_json(&self.info),
             "activated_slaves": self.agents.values().filter(|a| a.reachable).count(),

@@ -154,7 +154,16 @@ async fn prometheus(State(s): State<AppState>) -> Response {
 
 /// 307 to the leading master's `/master` (Mesos), 503 when none is known.
 async fn redirect(State(s): State<AppState>) -> Response {
-    let leader = s.snapshot.borrow().leader.clone();
+    let leader = {
+        let snap = s.snapshot.borrow();
+        snap.leader.clone().or_else(|| {
+            // A standalone master leads itself.
+            let own = snap.state.get("leader_info")?.get("address")?;
+            let host = own.get("ip")?.as_str()?;
+            let port = own.get("port")?.as_u64()?;
+            snap.leading.then(|| format!("{host}:{port}"))
+        })
+    };
     match leader {
         Some(l) => (
             StatusCode::TEMPORARY_REDIRECT,

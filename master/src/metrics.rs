@@ -246,7 +246,7 @@ pub(crate) fn render(state: &Value, metrics: &Value) -> Result<String, prometheu
     reg.register(Box::new(tasks))?;
     let total = GaugeVec::new(
         Opts::new(
-            "mezzo_master_resources_total",
+            "mezzo_master_resources_capacity",
             "Resources of reachable agents",
         ),
         &["resource"],
