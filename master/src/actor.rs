@@ -1134,7 +1134,9 @@ impl Master {
                 "framework '{fid}' is not subscribed"
             )));
         };
-        if fw.tx.is_none() {
+        // An operator may tear down a disconnected framework (within its
+        // failover timeout); every other call needs the live subscription.
+        if fw.tx.is_none() && !matches!(call, Call::Teardown(_)) {
             return Err(MasterError::FailedPrecondition(format!(
                 "framework '{fid}' is not connected: subscribe first"
             )));

@@ -186,3 +186,51 @@ async fn framework_failover_within_timeout_keeps_tasks_and_after_it_loses_them()
     again.driver.teardown().await.ok();
     Ok(())
 }
+
+/// An operator can tear down a framework that is disconnected but still
+/// within its failover timeout: its tasks are killed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_tears_down_a_disconnected_framework() -> Result<()> {
+    init_logs();
+    let master = MasterProc::start(&[])?;
+    let agent = AgentProc::start(&master.addr, "cpus:2;mem:1024", &["--isolation", "posix"])?;
+    let mut fw = TestFramework::start(
+        &master.addr,
+        FrameworkOpts {
+            name: "abandoned".into(),
+            failover_timeout: 3600.0,
+            ..Default::default()
+        },
+    )
+    .await?;
+    fw.launch_many("orphan", 2, "sleep 602").await?;
+    let id = fw.id.clone();
+    drop(fw);
+    eventually(T, "the framework disconnected", || async {
+        let s = master.state().await.ok()?;
+        s["frameworks"]
+            .as_array()?
+            .iter()
+            .any(|f| f["id"] == id.as_str() && f["connected"] == false)
+            .then_some(())
+    })
+    .await?;
+    let r = reqwest::Client::new()
+        .post(format!("{}/master/teardown", master.url()))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("frameworkId={id}"))
+        .send()
+        .await?;
+    assert!(r.status().is_success(), "teardown answered {}", r.status());
+    eventually(T, "its tasks killed", || async {
+        processes_under(agent.work_dir.path(), "sleep 602")
+            .is_empty()
+            .then_some(())
+    })
+    .await?;
+    let s = master.state().await?;
+    assert!(s["completed_frameworks"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f["id"] == id.as_str())));
+    Ok(())
+}
