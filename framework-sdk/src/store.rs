@@ -152,6 +152,15 @@ fn check_key(key: &str, allow_empty: bool) -> Result<(), StoreError> {
     }
 }
 
+/// `prefix/` (or `""` for the top level): what the keys under `prefix` start with.
+fn dir_of(prefix: &str) -> String {
+    if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
 // ------------------------------------------------------------------ memory
 
 /// A store in memory (tests, and a model of the trait's semantics).
@@ -214,11 +223,7 @@ impl Store for MemoryStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         check_key(prefix, true)?;
-        let start = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}/")
-        };
+        let start = dir_of(prefix);
         let mut out: Vec<String> = self
             .map()
             .keys()
@@ -581,11 +586,7 @@ impl Store for ZooKeeperStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         check_key(prefix, true)?;
-        let dir = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}/")
-        };
+        let dir = dir_of(prefix);
         let mut names: Vec<String> = self
             .zk
             .list(&dir)

@@ -273,7 +273,11 @@ impl Actor {
                 let _ = self.events.send((kind, body));
             }
         };
-        info!(epoch = self.guard.epoch, reason = why, "marathon actor stopped");
+        info!(
+            epoch = self.guard.epoch,
+            reason = why,
+            "marathon actor stopped"
+        );
     }
 
     fn handle(&mut self, msg: Msg, replies: &mut Vec<Reply>) {
@@ -360,7 +364,10 @@ impl Actor {
         let effects = std::mem::take(&mut self.core.effects);
         for effect in effects {
             if !self.guard.holds() {
-                warn!(epoch = self.guard.epoch, "leadership lost: dropping pending launches and kills");
+                warn!(
+                    epoch = self.guard.epoch,
+                    "leadership lost: dropping pending launches and kills"
+                );
                 return false;
             }
             debug!(?effect, "effect");

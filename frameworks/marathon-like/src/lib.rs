@@ -148,7 +148,7 @@ pub struct RunningMarathon {
     /// Where the REST API listens.
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    leadership: watch::Receiver<Leadership>,
+    view: watch::Receiver<http::View>,
     contender: Option<Contender>,
     /// Keeps the standalone "always leader" channel open.
     _standalone: Option<watch::Sender<Leadership>>,
@@ -169,9 +169,10 @@ impl RunningMarathon {
         format!("http://{}", self.addr)
     }
 
-    /// True while this instance leads.
+    /// True while this instance leads and its term is running (state loaded, API
+    /// answering).
     pub fn is_leader(&self) -> bool {
-        self.leadership.borrow().is_leader()
+        *self.view.borrow() == http::View::Leading
     }
 
     /// Runs until [`RunningMarathon::shutdown`] is called from elsewhere or a
@@ -293,7 +294,7 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
         role: config.role.clone(),
         failover_timeout: config.failover_timeout.as_secs_f64(),
         zk: config.zk.as_ref().map(ToString::to_string),
-        view: view_rx,
+        view: view_rx.clone(),
     };
     let shared = Shared {
         election_path: zk.as_ref().map(|z| z.leader.path.clone()),
@@ -306,13 +307,22 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
         mailbox,
         view,
     };
-    let lead_task = tokio::spawn(lead(shared, leadership.clone(), stop_rx.clone()));
+    let lead_task = tokio::spawn(lead(shared, leadership, stop_rx.clone()));
     let http_task = tokio::spawn(http::serve(listener, handle, info, stop_rx));
     info!(%addr, "marathon API listening");
+    if contender.is_none() {
+        // Standalone: the only instance leads; answer the API from the first call on.
+        let mut leading = view_rx.clone();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            leading.wait_for(|v| *v == http::View::Leading),
+        )
+        .await;
+    }
     Ok(RunningMarathon {
         addr,
         stop,
-        leadership,
+        view: view_rx,
         contender,
         _standalone: standalone,
         tasks: vec![lead_task, http_task],

@@ -194,8 +194,10 @@ pub fn plan(input: &PlanInput) -> Plan {
         }
     }
 
-    // Launch what is missing, within capacity.
-    let capacity_left = max_capacity.saturating_sub(old_left + ok.len() + doomed_left);
+    // Launch what is missing, within capacity. Tasks being killed still hold their
+    // resources and show in the app until they end: they count against
+    // maximumOverCapacity, so a rolling upgrade never has more than the allowed extra.
+    let capacity_left = max_capacity.saturating_sub(old_left + ok.len() + doomed_left + killing);
     out.launch = wanted.min(capacity_left);
 
     out.done = out.kill.is_empty()
@@ -410,6 +412,24 @@ mod tests {
             false,
         ));
         assert_eq!(p.kill.len(), 1);
+    }
+
+    #[test]
+    fn tasks_being_killed_count_against_over_capacity() {
+        // 3 instances, one extra allowed: the old task still being killed holds a slot.
+        let t = target(3, 1.0, 0.0, false);
+        let mut dying = healthy("old1", false);
+        dying.killing = true;
+        let tasks = vec![
+            dying,
+            healthy("new1", true),
+            healthy("old2", false),
+            healthy("old3", false),
+        ];
+        let p = plan(&input(t.clone(), tasks.clone(), true));
+        assert_eq!(p.launch, 0, "{p:?}");
+        let p = plan(&input(t, tasks[1..].to_vec(), true));
+        assert_eq!(p.launch, 1, "{p:?}");
     }
 
     #[test]
