@@ -142,9 +142,10 @@ impl Drop for Cluster {
 
 fn http_app(id: &str, instances: u64, dir: &Path) -> Value {
     // Each task serves its own directory; the health check asks for /ok in it, so a
-    // test can make one task unhealthy by removing that file.
+    // test can make one task unhealthy by removing that file. The server keeps the
+    // sandbox as its working directory, so `kill_processes_under(work dir)` reaps it.
     let cmd = format!(
-        "mkdir -p {d}/$MESOS_TASK_ID && touch {d}/$MESOS_TASK_ID/ok && cd {d}/$MESOS_TASK_ID && exec python3 -m http.server $PORT0 --bind 127.0.0.1",
+        "mkdir -p {d}/$MESOS_TASK_ID && touch {d}/$MESOS_TASK_ID/ok && exec python3 -m http.server $PORT0 --bind 127.0.0.1 --directory {d}/$MESOS_TASK_ID",
         d = dir.display()
     );
     json!({
