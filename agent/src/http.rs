@@ -109,7 +109,16 @@ pub(crate) async fn serve(
         start_time: mezzo_proto::now_secs(),
         view,
     });
-    if let Err(e) = axum::serve(listener.tap_io(no_delay), router(ctx)).await {
+    if let Err(e) = axum::serve(
+        listener.tap_io(|tcp| {
+            // Best effort: without it small exchanges (acks, unary gRPC calls)
+            // stall 40 ms on Nagle against the peer's delayed ACK.
+            let _ = tcp.set_nodelay(true);
+        }),
+        router(ctx),
+    )
+    .await
+    {
         warn!(error = %e, "agent HTTP server stopped");
     }
 }
@@ -811,14 +820,5 @@ mod tests {
         // if one did (a swap after the check), O_NOFOLLOW refuses it.
         assert!(open_checked(&link, false).is_err());
         assert!(open_checked(&root.join("fw/task/c1/stdout"), false).is_ok());
-    }
-}
-
-/// Small request/response exchanges (acknowledgements, unary gRPC calls)
-/// must not wait for Nagle's algorithm against the peer's delayed ACK
-/// (a 40 ms stall per call on Linux).
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
 }

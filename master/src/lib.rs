@@ -220,15 +220,16 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
         .merge(grpc_routes)
         .merge(scheduler_http::router(handle, snap_rx));
     info!(%addr, master.id = %id, "master listening (gRPC + HTTP)");
-    let server = tokio::spawn(async move { axum::serve(listener.tap_io(no_delay), app).await });
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener.tap_io(|tcp| {
+                // Best effort: without it small exchanges (acks, unary gRPC calls)
+                // stall 40 ms on Nagle against the peer's delayed ACK.
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .await
+    });
     Ok(RunningMaster { addr, id, server })
-}
-
-/// Small request/response exchanges (acknowledgements, unary gRPC calls)
-/// must not wait for Nagle's algorithm against the peer's delayed ACK
-/// (a 40 ms stall per call on Linux).
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
 }

@@ -271,9 +271,16 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, BatchError> {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener.tap_io(no_delay), app)
-                .with_graceful_shutdown(stop)
-                .await
+            if let Err(e) = axum::serve(
+                listener.tap_io(|tcp| {
+                    // Best effort: without it small exchanges (acks, unary gRPC calls)
+                    // stall 40 ms on Nagle against the peer's delayed ACK.
+                    let _ = tcp.set_nodelay(true);
+                }),
+                app,
+            )
+            .with_graceful_shutdown(stop)
+            .await
             {
                 warn!(error = %e, "http server failed");
             }
@@ -356,14 +363,5 @@ impl Scheduler for Glue {
     async fn disconnected(&mut self, _driver: &Driver) {
         warn!("disconnected from the master; re-subscribing");
         let _ = self.actor.send(Command::Disconnected).await;
-    }
-}
-
-/// Small request/response exchanges (acknowledgements, unary gRPC calls)
-/// must not wait for Nagle's algorithm against the peer's delayed ACK
-/// (a 40 ms stall per call on Linux).
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
 }

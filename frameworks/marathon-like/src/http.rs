@@ -224,9 +224,16 @@ pub(crate) async fn serve(
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener.tap_io(no_delay), app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    if let Err(e) = axum::serve(
+        listener.tap_io(|tcp| {
+            // Best effort: without it small exchanges (acks, unary gRPC calls)
+            // stall 40 ms on Nagle against the peer's delayed ACK.
+            let _ = tcp.set_nodelay(true);
+        }),
+        app,
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
     {
         warn!(error = %e, "http server failed");
     }
@@ -917,14 +924,5 @@ mod tests {
             app_path("web/versions/2020-01-01T00:00:00.000Z"),
             AppPath::Version("/web".into(), "2020-01-01T00:00:00.000Z".into())
         );
-    }
-}
-
-/// Small request/response exchanges (acknowledgements, unary gRPC calls)
-/// must not wait for Nagle's algorithm against the peer's delayed ACK
-/// (a 40 ms stall per call on Linux).
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
 }
