@@ -411,6 +411,9 @@ async fn term(
         roles: vec![config.role.clone()],
         hostname: shared.addr.ip().to_string(),
         webui_url: format!("http://{}", shared.addr),
+        // Tasks on an unreachable agent are TASK_UNREACHABLE (not TASK_LOST) and resume
+        // when it returns; `unreachableStrategy` decides when they are replaced.
+        capabilities: vec!["PARTITION_AWARE".into()],
         ..Default::default()
     };
     let mut driver_config = DriverConfig::new(config.master.clone(), framework);

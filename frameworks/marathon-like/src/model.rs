@@ -23,6 +23,11 @@ pub fn normalize_id(id: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// Marathon's default `unreachableStrategy.inactiveAfterSeconds`.
+pub const DEFAULT_INACTIVE_AFTER: i64 = 300;
+/// Marathon's default `unreachableStrategy.expungeAfterSeconds`.
+pub const DEFAULT_EXPUNGE_AFTER: i64 = 600;
+
 /// The id segment rule Marathon enforces (lowercase letters, digits, dashes, dots).
 pub const ID_PATTERN: &str =
     r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$";
@@ -243,7 +248,8 @@ pub struct App {
     pub version_info: Option<VersionInfo>,
     /// `YOUNGEST_FIRST` or `OLDEST_FIRST`.
     pub kill_selection: String,
-    /// Unreachable strategy (kept as given).
+    /// `unreachableStrategy`: `{inactiveAfterSeconds, expungeAfterSeconds}` or
+    /// `"disabled"` (see [`App::unreachable_after`]).
     pub unreachable_strategy: Value,
     /// Ports (service ports, or host ports with `requirePorts`).
     pub port_definitions: Option<Vec<PortDefinition>>,
@@ -294,9 +300,10 @@ impl Default for App {
             version: None,
             version_info: None,
             kill_selection: "YOUNGEST_FIRST".into(),
+            // Marathon's documented defaults (configure-task-handling).
             unreachable_strategy: serde_json::json!({
-                "inactiveAfterSeconds": 0,
-                "expungeAfterSeconds": 0
+                "inactiveAfterSeconds": DEFAULT_INACTIVE_AFTER,
+                "expungeAfterSeconds": DEFAULT_EXPUNGE_AFTER
             }),
             port_definitions: None,
             ports: None,
@@ -376,6 +383,27 @@ impl App {
         }
         self.dependencies = self.dependencies.iter().map(|d| normalize_id(d)).collect();
         self.kill_selection = self.kill_selection.to_ascii_uppercase();
+        // Fill in the missing half of a partial unreachable strategy.
+        if let Some(o) = self.unreachable_strategy.as_object_mut() {
+            o.entry("inactiveAfterSeconds")
+                .or_insert(serde_json::json!(DEFAULT_INACTIVE_AFTER));
+            o.entry("expungeAfterSeconds")
+                .or_insert(serde_json::json!(DEFAULT_EXPUNGE_AFTER));
+        } else if self.unreachable_strategy.is_null() {
+            self.unreachable_strategy = App::default().unreachable_strategy;
+        }
+    }
+
+    /// `(inactiveAfterSeconds, expungeAfterSeconds)`: an unreachable task is replaced
+    /// once unreachable for the first, and forgotten (killed should it come back) after
+    /// the second. `None`: `"disabled"` (never replaced nor forgotten).
+    pub fn unreachable_after(&self) -> Option<(f64, f64)> {
+        let o = self.unreachable_strategy.as_object()?;
+        let get = |k: &str, d: f64| o.get(k).and_then(Value::as_f64).unwrap_or(d);
+        Some((
+            get("inactiveAfterSeconds", DEFAULT_INACTIVE_AFTER as f64),
+            get("expungeAfterSeconds", DEFAULT_EXPUNGE_AFTER as f64),
+        ))
     }
 
     /// The port definitions (never `None` after parsing).
@@ -412,6 +440,37 @@ impl App {
     /// Checks the definition; an empty vector means valid.
     pub fn validate(&self) -> Vec<Violation> {
         let mut v = Vec::new();
+        match &self.unreachable_strategy {
+            Value::String(s) if s == "disabled" => {}
+            Value::Object(o) => {
+                let inactive = o.get("inactiveAfterSeconds").and_then(Value::as_f64);
+                let expunge = o.get("expungeAfterSeconds").and_then(Value::as_f64);
+                match (inactive, expunge) {
+                    (Some(i), Some(e)) => {
+                        if i < 0.0 {
+                            v.push(Violation::new(
+                                "/unreachableStrategy/inactiveAfterSeconds",
+                                format!("got {i}, expected 0 or more"),
+                            ));
+                        }
+                        if e < i {
+                            v.push(Violation::new(
+                                "/unreachableStrategy/expungeAfterSeconds",
+                                "expungeAfterSeconds must be greater than or equal to inactiveAfterSeconds",
+                            ));
+                        }
+                    }
+                    _ => v.push(Violation::new(
+                        "/unreachableStrategy",
+                        "inactiveAfterSeconds and expungeAfterSeconds must be numbers",
+                    )),
+                }
+            }
+            _ => v.push(Violation::new(
+                "/unreachableStrategy",
+                "must be an object or \"disabled\"",
+            )),
+        }
         if !valid_path_id(&self.id) {
             v.push(Violation::new(
                 "/id",

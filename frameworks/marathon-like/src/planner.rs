@@ -15,6 +15,10 @@
 //! * A task whose health check failed past `maxConsecutiveFailures` is replaced: the
 //!   replacement starts first and the unhealthy task is killed once enough healthy
 //!   tasks run, when capacity leaves no room, or after `unhealthy_grace`.
+//! * A task on an unreachable agent keeps its place (no replacement) but is never
+//!   healthy nor killed for its health; once inactive (`unreachableStrategy`) the caller
+//!   leaves it out, so it is replaced; when it returns, the surplus goes by
+//!   `killSelection`.
 
 /// Where a task is in its life, as far as planning goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,9 @@ pub enum Phase {
     Starting,
     /// Running.
     Running,
+    /// On an unreachable agent (TASK_UNREACHABLE, not yet inactive): it keeps its place
+    /// but is not healthy, and is never killed for its health.
+    Unreachable,
 }
 
 /// One task of the app, as the planner sees it.
@@ -129,7 +136,13 @@ pub fn plan(input: &PlanInput) -> Plan {
     let n = target.instances;
     let hc = target.health_checked;
     let active: Vec<&TaskView> = input.tasks.iter().filter(|t| !t.killing).collect();
-    let killing = input.tasks.len() - active.len();
+    // A kill of an unreachable task takes effect only when its agent returns: it holds
+    // nothing we could use meanwhile, so it neither takes capacity nor blocks the end.
+    let killing = input
+        .tasks
+        .iter()
+        .filter(|t| t.killing && t.phase != Phase::Unreachable)
+        .count();
     let is_doomed = |t: &TaskView| {
         target.kill_unhealthy && t.phase == Phase::Running && t.healthy == Some(false)
     };
@@ -248,6 +261,26 @@ mod tests {
             upgrading,
             unhealthy_grace: 60.0,
         }
+    }
+
+    #[test]
+    fn unreachable_tasks_keep_their_place_but_are_never_healthy_nor_killed_for_health() {
+        let mut t = task("a", true, Phase::Unreachable, Some(false));
+        t.unhealthy_for = Some(1000.0);
+        let p = plan(&input(target(1, 1.0, 1.0, true), vec![t], false));
+        assert_eq!((p.launch, p.kill.len(), p.done), (0, 0, false));
+    }
+
+    #[test]
+    fn a_kill_of_an_unreachable_task_blocks_neither_capacity_nor_the_end() {
+        let mut gone = task("a", false, Phase::Unreachable, None);
+        gone.killing = true;
+        let p = plan(&input(
+            target(1, 1.0, 0.0, true),
+            vec![gone, healthy("b", true)],
+            true,
+        ));
+        assert_eq!((p.launch, p.kill.len(), p.done), (0, 0, true));
     }
 
     #[test]

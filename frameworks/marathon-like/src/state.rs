@@ -144,6 +144,9 @@ pub struct Instance {
     pub kill_requested_at: Option<DateTime<Utc>>,
     /// Why we kill it (`Upgrade`, `ScaleDown`, `Unhealthy`, `Api`, `Unknown`).
     pub kill_reason: Option<String>,
+    /// Since when its agent is unreachable (state `TASK_UNREACHABLE`).
+    #[serde(default)]
+    pub unreachable_since: Option<DateTime<Utc>>,
 }
 
 /// An app with its version history.
@@ -364,7 +367,6 @@ fn terminal_name(state: &str) -> bool {
             | "TASK_DROPPED"
             | "TASK_GONE"
             | "TASK_GONE_BY_OPERATOR"
-            | "TASK_UNREACHABLE"
             | "TASK_UNKNOWN"
     )
 }
@@ -1722,6 +1724,7 @@ impl Core {
                                 unhealthy_since: None,
                                 kill_requested_at: None,
                                 kill_reason: None,
+                                unreachable_since: None,
                             };
                             info!(task.id = %task_id, app.id = %app_id, agent = %offer.hostname, "launching task");
                             self.instances.insert(task_id.clone(), instance);
@@ -1802,6 +1805,17 @@ impl Core {
         inst.state = name.clone();
         if state == v1::TaskState::TaskRunning && inst.started_at.is_none() {
             inst.started_at = Some(now);
+        }
+        // Partition awareness: an unreachable task is not terminal. It keeps its place
+        // (not healthy, never killed for its health) until `unreachableStrategy` says
+        // to replace it, and counts again when its agent returns.
+        if state == v1::TaskState::TaskUnreachable {
+            if inst.unreachable_since.is_none() {
+                warn!(task.id = %task_id, "task unreachable");
+                inst.unreachable_since = Some(now);
+            }
+        } else if inst.unreachable_since.take().is_some() {
+            info!(task.id = %task_id, state = %name, "unreachable task is back");
         }
         let mut health_changed = None;
         if state == v1::TaskState::TaskRunning {
@@ -1943,10 +1957,39 @@ impl Core {
             .any(|d| d.affected_apps.iter().any(|a| a == app_id))
     }
 
+    /// Forgets tasks unreachable for longer than their app's `expungeAfterSeconds`:
+    /// should one come back, it is an unknown task and is killed.
+    fn expunge_unreachable(&mut self, now: DateTime<Utc>) {
+        let now_s = secs(now);
+        let gone: Vec<Instance> = self
+            .instances
+            .values()
+            .filter(|i| {
+                let Some(since) = i.unreachable_since else {
+                    return false;
+                };
+                let after = self
+                    .apps
+                    .get(&i.app_id)
+                    .map(|r| r.app.unreachable_after())
+                    .unwrap_or(Some((0.0, 0.0)));
+                after.is_some_and(|(_, expunge)| now_s - secs(since) >= expunge)
+            })
+            .cloned()
+            .collect();
+        for i in gone {
+            warn!(task.id = %i.task_id, app.id = %i.app_id, "unreachable too long: expunged");
+            self.instances.remove(&i.task_id);
+            self.dirty.instances.insert(i.task_id.clone());
+            self.count("tasks_expunged");
+        }
+    }
+
     /// Plans every app, issues kills, refreshes the queue, advances deployments,
     /// re-kills stuck tasks and decides about offers.
     pub fn tick(&mut self, now: DateTime<Utc>) {
         let now_s = secs(now);
+        self.expunge_unreachable(now);
         // Every app with a definition or with tasks.
         let mut app_ids: BTreeSet<String> = self.apps.keys().cloned().collect();
         app_ids.extend(self.instances.values().map(|i| i.app_id.clone()));
@@ -1983,14 +2026,24 @@ impl Core {
                 .as_ref()
                 .map(|a| a.config_version().to_string())
                 .unwrap_or_default();
+            let unreachable = app.as_ref().and_then(|a| a.unreachable_after());
             let tasks: Vec<TaskView> = self
                 .instances
                 .values()
                 .filter(|i| &i.app_id == app_id)
+                // Unreachable past `inactiveAfterSeconds`: inactive, no longer counted,
+                // so a replacement is launched (the task itself is left alone).
+                .filter(|i| {
+                    !i.unreachable_since.is_some_and(|t| {
+                        unreachable.is_some_and(|(inactive, _)| now_s - secs(t) >= inactive)
+                    })
+                })
                 .map(|i| TaskView {
                     id: i.task_id.clone(),
                     current: i.config_version == config,
-                    phase: if i.state == "TASK_RUNNING" {
+                    phase: if i.unreachable_since.is_some() {
+                        Phase::Unreachable
+                    } else if i.state == "TASK_RUNNING" {
                         Phase::Running
                     } else {
                         Phase::Starting
@@ -2313,6 +2366,144 @@ mod tests {
         assert!(core
             .update_app("/web", &json!({"instances": 3}), true, true, now())
             .is_ok());
+    }
+
+    #[test]
+    fn unreachable_task_waits_for_inactive_then_is_replaced_and_the_surplus_goes_on_return() {
+        let mut core = Core::new(Settings::default());
+        core.connected = true;
+        let body = json!({
+            "id": "web", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16,
+            "healthChecks": [{"protocol": "COMMAND", "command": {"value": "true"}, "maxConsecutiveFailures": 1}],
+            "unreachableStrategy": {"inactiveAfterSeconds": 5, "expungeAfterSeconds": 100}
+        });
+        core.create_app(&body, false, now()).unwrap();
+        core.tick(now());
+        core.on_offers(
+            vec![offer("o1", "h1", "cpus:1;mem:100;ports:[31000-31010]")],
+            now(),
+        );
+        running(&mut core, Some(false));
+        let t0 = now() - chrono::Duration::seconds(6);
+        let first = core.instances.keys().next().unwrap().clone();
+        let agent = core.instances[&first].agent_id.clone();
+        let status = |state: v1::TaskState| v1::TaskStatus {
+            task_id: first.clone(),
+            agent_id: agent.clone(),
+            state: state as i32,
+            ..Default::default()
+        };
+        core.effects.clear();
+        core.on_update(&status(v1::TaskState::TaskUnreachable), t0);
+        core.tick(t0 + chrono::Duration::seconds(1));
+        // Kept, not healthy, not killed for its (failed) health, not replaced yet.
+        assert_eq!(core.instances[&first].state, "TASK_UNREACHABLE");
+        assert!(core.instances[&first].kill_requested_at.is_none());
+        assert_eq!(core.counts("/web"), (0, 0, 0, 0));
+        assert!(!core.queue.contains_key("/web"));
+        assert!(!core
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Kill { .. })));
+        // Inactive: a replacement is queued; the task itself is left alone.
+        core.tick(now());
+        assert_eq!(core.queue["/web"].count, 1);
+        core.on_offers(
+            vec![offer("o2", "h2", "cpus:1;mem:100;ports:[31000-31010]")],
+            now(),
+        );
+        let second = core
+            .instances
+            .keys()
+            .find(|k| **k != first)
+            .unwrap()
+            .clone();
+        core.on_update(
+            &v1::TaskStatus {
+                task_id: second.clone(),
+                agent_id: "agent-h2".into(),
+                state: v1::TaskState::TaskRunning as i32,
+                healthy: Some(true),
+                ..Default::default()
+            },
+            now(),
+        );
+        core.tick(now());
+        assert!(core.instances[&first].kill_requested_at.is_none());
+        // Back: running again, it counts, and the surplus is killed (youngest first).
+        core.on_update(&status(v1::TaskState::TaskRunning), now());
+        assert!(core.instances[&first].unreachable_since.is_none());
+        core.on_update(
+            &v1::TaskStatus {
+                healthy: Some(true),
+                ..status(v1::TaskState::TaskRunning)
+            },
+            now(),
+        );
+        core.tick(now());
+        assert!(core.instances[&first].kill_requested_at.is_none());
+        assert_eq!(
+            core.instances[&second].kill_reason.as_deref(),
+            Some("ScaleDown")
+        );
+    }
+
+    #[test]
+    fn unreachable_task_is_expunged_after_expunge_after_seconds() {
+        let mut core = Core::new(Settings::default());
+        core.connected = true;
+        let body = json!({
+            "id": "web", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16,
+            "unreachableStrategy": {"inactiveAfterSeconds": 1, "expungeAfterSeconds": 2}
+        });
+        core.create_app(&body, false, now()).unwrap();
+        core.tick(now());
+        core.on_offers(
+            vec![offer("o1", "h1", "cpus:1;mem:100;ports:[31000-31010]")],
+            now(),
+        );
+        running(&mut core, None);
+        let t0 = now();
+        let id = core.instances.keys().next().unwrap().clone();
+        let unreachable = v1::TaskStatus {
+            task_id: id.clone(),
+            agent_id: "agent-h1".into(),
+            state: v1::TaskState::TaskUnreachable as i32,
+            ..Default::default()
+        };
+        core.on_update(&unreachable, t0);
+        core.tick(t0 + chrono::Duration::seconds(3));
+        assert!(!core.instances.contains_key(&id));
+        // Should it come back, it is unknown: killed.
+        core.effects.clear();
+        core.on_update(
+            &v1::TaskStatus {
+                state: v1::TaskState::TaskRunning as i32,
+                ..unreachable
+            },
+            now(),
+        );
+        assert!(core
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Kill { task_id, .. } if *task_id == id)));
+    }
+
+    #[test]
+    fn unreachable_strategy_defaults_and_validation() {
+        let app = Core::parse_app(&json!({"id": "a", "cmd": "x"})).unwrap();
+        assert_eq!(app.unreachable_after(), Some((300.0, 600.0)));
+        let app =
+            Core::parse_app(&json!({"id": "a", "cmd": "x", "unreachableStrategy": "disabled"}))
+                .unwrap();
+        assert_eq!(app.unreachable_after(), None);
+        let app = Core::parse_app(
+            &json!({"id": "a", "cmd": "x", "unreachableStrategy": {"inactiveAfterSeconds": 0}}),
+        )
+        .unwrap();
+        assert_eq!(app.unreachable_after(), Some((0.0, 600.0)));
+        let bad = json!({"id": "a", "cmd": "x", "unreachableStrategy": {"inactiveAfterSeconds": 10, "expungeAfterSeconds": 5}});
+        assert!(matches!(Core::parse_app(&bad), Err(ApiError::Invalid(_))));
     }
 
     #[test]
