@@ -29,13 +29,14 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Result<Cluster> {
+        Cluster::start_with(&[]).await
+    }
+
+    /// A cluster whose master gets `master_flags`.
+    async fn start_with(master_flags: &[&str]) -> Result<Cluster> {
         init_logs();
-        let master = MasterProc::start(&[])?;
-        // Tests run in parallel on one host: give each agent its own ports.
-        let n = PORTS.fetch_add(1, Ordering::SeqCst) + (std::process::id() as u64 % 20) * 10;
-        let base = 20000 + (n % 200) * 100;
-        let resources = format!("cpus:8;mem:4096;disk:1000;ports:[{}-{}]", base, base + 99);
-        let agent = AgentProc::start(&master.addr, &resources, &["--isolation", "posix"])?;
+        let master = MasterProc::start(master_flags)?;
+        let agent = AgentProc::start(&master.addr, &agent_resources(), &["--isolation", "posix"])?;
         let state_dir = tempfile::tempdir()?;
         let mut c = Cluster {
             master_addr: master.addr.clone(),
@@ -131,6 +132,13 @@ impl Cluster {
         })
         .await
     }
+}
+
+/// Agent resources with a port range of its own: tests run in parallel on one host.
+fn agent_resources() -> String {
+    let n = PORTS.fetch_add(1, Ordering::SeqCst) + (std::process::id() as u64 % 20) * 10;
+    let base = 20000 + (n % 200) * 100;
+    format!("cpus:8;mem:4096;disk:1000;ports:[{}-{}]", base, base + 99)
 }
 
 impl Drop for Cluster {
@@ -795,5 +803,116 @@ async fn python_marathon_client_works_unchanged() -> Result<()> {
         "client script failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("ALL OK"), "{stdout}\n{stderr}");
+    Ok(())
+}
+
+/// The task with this id in an app's JSON.
+fn task_of<'a>(app: &'a Value, id: &str) -> Option<&'a Value> {
+    app["tasks"].as_array()?.iter().find(|t| t["id"] == id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_task_is_kept_replaced_after_inactive_and_the_surplus_scaled_back() -> Result<()>
+{
+    // An agent silent for 3 x 200 ms is unreachable.
+    let mut c = Cluster::start_with(&[
+        "--agent-ping-timeout",
+        "200ms",
+        "--max-agent-ping-timeouts",
+        "3",
+    ])
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let mut app = http_app("/part", 1, dir.path());
+    app["unreachableStrategy"] = json!({"inactiveAfterSeconds": 4, "expungeAfterSeconds": 600});
+    let (status, body) = c.call(Method::POST, "/v2/apps", Some(app)).await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let first = c.wait_app("/part", 1, Some(1)).await?;
+    let original = task_ids(&first)[0].clone();
+    let first_agent = first["tasks"][0]["slaveId"].clone();
+
+    // A second agent for the replacement, then the first one goes silent.
+    let second = AgentProc::start(
+        &c.master_addr,
+        &agent_resources(),
+        &["--isolation", "posix"],
+    )?;
+    let master = c.master_addr.clone();
+    eventually(T, "two agents registered", || async {
+        let s = get_json(&format!("http://{master}/master/state"))
+            .await
+            .ok()?;
+        (s["slaves"].as_array()?.len() == 2).then_some(())
+    })
+    .await?;
+    let frozen = c.agent.proc.take().context("agent process")?;
+    frozen.signal(libc::SIGSTOP);
+    let result = async {
+        let app = eventually(T, "the task is TASK_UNREACHABLE", || async {
+            let app = c.app("/part").await.ok()?;
+            (task_of(&app, &original)?["state"] == "TASK_UNREACHABLE").then_some(app)
+        })
+        .await?;
+        let unreachable_at = Instant::now();
+        // Not terminal: still listed, neither running nor healthy, no replacement yet.
+        assert_eq!(task_ids(&app), vec![original.clone()], "{app}");
+        assert_eq!(
+            (app["tasksRunning"].as_u64(), app["tasksHealthy"].as_u64()),
+            (Some(0), Some(0)),
+            "{app}"
+        );
+        while unreachable_at.elapsed() < Duration::from_millis(2500) {
+            let app = c.app("/part").await?;
+            assert_eq!(
+                task_ids(&app),
+                vec![original.clone()],
+                "replaced before inactiveAfterSeconds: {app}"
+            );
+            assert_eq!(app["tasksHealthy"], 0, "{app}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Inactive: a replacement runs on the other agent; the original is left alone.
+        let app = eventually(T, "a healthy replacement on the second agent", || async {
+            let app = c.app("/part").await.ok()?;
+            let ok = app["tasksHealthy"] == 1
+                && task_of(&app, &original)?["state"] == "TASK_UNREACHABLE"
+                && app["tasks"]
+                    .as_array()?
+                    .iter()
+                    .any(|t| t["id"] != original.as_str() && t["slaveId"] != first_agent);
+            ok.then_some(app)
+        })
+        .await?;
+        assert_eq!(app["tasks"].as_array().map(Vec::len), Some(2), "{app}");
+        let s = get_json(&format!("http://{master}/master/state")).await?;
+        let unreachable: Vec<Value> = s["frameworks"][0]["unreachable_tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            unreachable.iter().any(|t| t["id"] == original.as_str()),
+            "master: {s}"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    // Whatever happened, the first agent runs again.
+    frozen.signal(libc::SIGCONT);
+    c.agent.proc = Some(frozen);
+    result?;
+
+    // Back: the original runs again and counts; the surplus (youngest first: the
+    // replacement) is killed, back to `instances`.
+    let app = eventually(T, "back to one task: the original", || async {
+        let app = c.app("/part").await.ok()?;
+        let ok = task_ids(&app) == vec![original.clone()]
+            && task_of(&app, &original)?["state"] == "TASK_RUNNING"
+            && app["tasksHealthy"] == 1
+            && app["deployments"].as_array()?.is_empty();
+        ok.then_some(app)
+    })
+    .await?;
+    assert_eq!(app["tasksRunning"], 1, "{app}");
+    kill_processes_under(second.work_dir.path());
     Ok(())
 }
