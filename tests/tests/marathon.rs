@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use mezzo_marathon::{MarathonConfig, RunningMarathon};
 use mezzo_tests::*;
 use reqwest::{Method, StatusCode};
@@ -914,5 +914,98 @@ async fn unreachable_task_is_kept_replaced_after_inactive_and_the_surplus_scaled
     .await?;
     assert_eq!(app["tasksRunning"], 1, "{app}");
     kill_processes_under(second.work_dir.path());
+    Ok(())
+}
+
+/// Healthy tasks among `tasks` (id, host port), asking each task's server for `/ok`
+/// ourselves: the same check the health check makes, with no framework involved.
+async fn probe_healthy(http: &reqwest::Client, tasks: &[(String, u64)]) -> usize {
+    let mut healthy = 0;
+    for (_, port) in tasks {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/ok"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            healthy += 1;
+        }
+    }
+    healthy
+}
+
+fn task_ports(app: &Value) -> Vec<(String, u64)> {
+    app["tasks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| Some((t["id"].as_str()?.to_string(), t["ports"][0].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minimum_health_capacity_holds_across_a_framework_failover_mid_deployment() -> Result<()> {
+    let mut c = Cluster::start().await?;
+    let dir = tempfile::tempdir()?;
+    let mut app = http_app("/ha-roll", 3, dir.path());
+    app["upgradeStrategy"] = json!({"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0});
+    let (status, _) = c.call(Method::POST, "/v2/apps", Some(app)).await?;
+    assert_eq!(status, StatusCode::CREATED);
+    let first = c.wait_app("/ha-roll", 3, Some(3)).await?;
+    let old = task_ids(&first);
+
+    // New tasks take 5 s to become healthy (their /ok appears late).
+    let slow = format!(
+        "mkdir -p {d}/$MESOS_TASK_ID && (sleep 5; touch {d}/$MESOS_TASK_ID/ok) & exec python3 -m http.server $PORT0 --bind 127.0.0.1 --directory {d}/$MESOS_TASK_ID",
+        d = dir.path().display()
+    );
+    let (status, r) = c
+        .call(Method::PUT, "/v2/apps/ha-roll", Some(json!({"cmd": slow})))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{r}");
+
+    let mut min_api = u64::MAX;
+    let mut min_probe = usize::MAX;
+    // Until the first new task is launched.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let app = c.app("/ha-roll").await?;
+        min_api = min_api.min(app["tasksHealthy"].as_u64().unwrap_or(0));
+        if task_ids(&app).iter().any(|t| !old.contains(t)) {
+            break app;
+        }
+        ensure!(Instant::now() < deadline, "no new task launched: {app}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // The framework goes away mid-deployment; the tasks keep running and stay healthy.
+    c.stop_marathon().await;
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(3) {
+        min_probe = min_probe.min(probe_healthy(&c.http, &task_ports(&last)).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new instance over the same state continues the deployment.
+    c.start_marathon().await?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let app = c.app("/ha-roll").await?;
+        min_api = min_api.min(app["tasksHealthy"].as_u64().unwrap_or(0));
+        min_probe = min_probe.min(probe_healthy(&c.http, &task_ports(&app)).await);
+        let ids = task_ids(&app);
+        let done = app["deployments"].as_array().is_some_and(Vec::is_empty)
+            && ids.len() == 3
+            && ids.iter().all(|t| !old.contains(t))
+            && app["tasksHealthy"] == 3;
+        if done {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "upgrade did not finish: {app}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(min_api >= 3, "tasksHealthy dropped to {min_api}");
+    assert!(min_probe >= 3, "healthy servers dropped to {min_probe}");
     Ok(())
 }
