@@ -7,6 +7,8 @@
 //! * Two Marathon instances: one leads, the other names it on `/v2/leader` and
 //!   redirects the API to it; when the leader goes, the other takes over with the same
 //!   framework id and the tasks keep running (none killed, none relaunched).
+//! * The same with real `mezzo marathon` processes and the leader killed with SIGKILL:
+//!   the standby takes over once the leader's session expires.
 //! * A leader whose ZooKeeper is stopped stops acting (a task that dies meanwhile is not
 //!   replaced) and, once ZooKeeper is back, reloads, reconciles and replaces only the
 //!   dead task.
@@ -319,6 +321,99 @@ async fn two_instances_one_leads_and_the_other_takes_over_without_touching_tasks
     );
     assert_eq!(task_ids(&env.wait_app(&b_url, "/web", 2).await?), tasks);
     b.shutdown().await;
+    Ok(())
+}
+
+/// `mezzo marathon --zk ... --zk-session-timeout 2s` as a process of its own.
+fn marathon_process(env: &Env, logs: &Path) -> Result<(Proc, String)> {
+    let state = logs.join(format!("state-{}", free_port()?));
+    let args: Vec<String> = [
+        "marathon",
+        "--master",
+        &env.master.addr,
+        "--http",
+        &format!("127.0.0.1:{}", free_port()?),
+        "--state-dir",
+        &state.display().to_string(),
+        "--zk",
+        &env.zk.url("/mezzo"),
+        "--zk-session-timeout",
+        "2s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    spawn_mezzo(&args, "marathon:", logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_leader_process_is_replaced_by_the_standby_without_touching_tasks() -> Result<()> {
+    let env = Env::start()?;
+    let logs = tempfile::tempdir()?;
+    let (mut a, a_url) = marathon_process(&env, logs.path())?;
+    eventually(T, "A leads", || async {
+        let info = env.get(&a_url, "/v2/info").await.ok()?;
+        (info["elected"] == true).then_some(())
+    })
+    .await?;
+    let (b, b_url) = marathon_process(&env, logs.path())?;
+    let a_addr = a_url.trim_start_matches("http://").to_string();
+    eventually(T, "B stands by and names A", || async {
+        let l = env.get(&b_url, "/v2/leader").await.ok()?;
+        (l["leader"] == a_addr.as_str()).then_some(())
+    })
+    .await?;
+    let (status, v) = env
+        .call(
+            &a_url,
+            Method::POST,
+            "/v2/apps",
+            Some(sleeper("/web", 2, None)),
+        )
+        .await?;
+    ensure!(status == StatusCode::CREATED, "{status} {v}");
+    let tasks = task_ids(&env.wait_app(&a_url, "/web", 2).await?);
+    let framework_id = env.get(&a_url, "/v2/info").await?["frameworkId"].clone();
+    ensure!(framework_id.is_string(), "no framework id yet");
+    let master_before = env.master_tasks().await?;
+    ensure!(
+        master_before
+            .iter()
+            .filter(|(_, s)| s == "TASK_RUNNING")
+            .count()
+            == 2,
+        "{master_before:?}"
+    );
+
+    // kill -9: no withdrawal from the election, no goodbye to the master.
+    let killed_at = std::time::Instant::now();
+    a.kill();
+    eventually(T, "B leads with the same framework id", || async {
+        let info = env.get(&b_url, "/v2/info").await.ok()?;
+        (info["elected"] == true && info["frameworkId"] == framework_id).then_some(())
+    })
+    .await?;
+    let took = killed_at.elapsed();
+    // Not before A's session expired (2 s).
+    ensure!(
+        took >= Duration::from_millis(1500),
+        "B took over after {took:?}"
+    );
+    let app = env.wait_app(&b_url, "/web", 2).await?;
+    assert_eq!(task_ids(&app), tasks, "same tasks after the failover");
+    let s = env.master.state().await?;
+    let frameworks = s["frameworks"].as_array().cloned().unwrap_or_default();
+    ensure!(frameworks.len() == 1, "one framework: {s}");
+    assert_eq!(frameworks[0]["id"], framework_id);
+    // Give reconciliation time to do anything wrong: nothing is killed or relaunched.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.master_tasks().await?,
+        master_before,
+        "tasks touched by the failover"
+    );
+    assert_eq!(task_ids(&env.wait_app(&b_url, "/web", 2).await?), tasks);
+    drop(b);
     Ok(())
 }
 
