@@ -2393,6 +2393,8 @@ mod tests {
             state: state as i32,
             ..Default::default()
         };
+        // Launched well before its replacement will be (killSelection compares ages).
+        core.instances.get_mut(&first).unwrap().staged_at = t0;
         core.effects.clear();
         core.on_update(&status(v1::TaskState::TaskUnreachable), t0);
         core.tick(t0 + chrono::Duration::seconds(1));
