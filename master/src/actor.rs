@@ -133,6 +133,8 @@ struct Task {
     state: TaskState,
     statuses: Vec<(TaskState, f64)>,
     last_status: Option<v1::TaskStatus>,
+    /// Last health the executor reported; master-generated updates keep it.
+    healthy: Option<bool>,
 }
 
 struct Framework {
@@ -642,6 +644,7 @@ impl Master {
                         agent_id: agent_id.to_string(),
                         timestamp: now_secs(),
                         framework_id: fw.id.clone(),
+                        healthy: t.healthy,
                         ..Default::default()
                     };
                     fw.send(
@@ -681,6 +684,7 @@ impl Master {
                             state,
                             statuses: vec![(state, now_secs())],
                             last_status: None,
+                            healthy: None,
                             info: task,
                         },
                     );
@@ -768,6 +772,9 @@ impl Master {
                 if state.is_terminal() {
                     released = Some(t.resources.clone());
                 }
+            }
+            if status.healthy.is_some() {
+                t.healthy = status.healthy;
             }
             t.last_status = Some(status.clone());
         } else if !state.is_terminal() {
@@ -1365,6 +1372,7 @@ impl Master {
                             state: TaskState::TaskStaging,
                             statuses: vec![(TaskState::TaskStaging, now)],
                             last_status: None,
+                            healthy: None,
                             info: t,
                         },
                     );
@@ -1612,7 +1620,7 @@ impl Master {
             agent_id: t.agent_id.clone(),
             timestamp: now_secs(),
             framework_id: fid.to_string(),
-            healthy: t.last_status.as_ref().and_then(|s| s.healthy),
+            healthy: t.healthy,
             exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
             ..Default::default()
         };
