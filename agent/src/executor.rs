@@ -439,7 +439,7 @@ async fn link_loop(
                 }
                 // Collect updates produced meanwhile.
                 while let Ok(u) = updates.try_recv() {
-                    terminal_queued |= is_terminal(&u.state);
+                    terminal_queued |= mezzo_proto::is_terminal_name(&u.state);
                     pending.push_back(u);
                 }
                 tokio::time::sleep(backoff).await;
@@ -477,7 +477,7 @@ async fn link_loop(
             tokio::select! {
                 u = updates.recv() => match u {
                     Some(u) => {
-                        terminal_queued |= is_terminal(&u.state);
+                        terminal_queued |= mezzo_proto::is_terminal_name(&u.state);
                         pending.push_back(u.clone());
                         if write_msg(&mut wr, &FromExecutor::Update { update: u }).await.is_err() {
                             break;
@@ -504,19 +504,6 @@ async fn link_loop(
         last_connected = Instant::now();
         debug!("lost the agent connection; reconnecting");
     }
-}
-
-fn is_terminal(state: &str) -> bool {
-    matches!(
-        state,
-        "TASK_FINISHED"
-            | "TASK_FAILED"
-            | "TASK_KILLED"
-            | "TASK_ERROR"
-            | "TASK_LOST"
-            | "TASK_DROPPED"
-            | "TASK_GONE"
-    )
 }
 
 async fn write_msg(

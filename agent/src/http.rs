@@ -159,17 +159,7 @@ async fn version() -> Json<Value> {
 
 /// Mesos' flat resource JSON: `{"cpus": 2.0, "mem": 1024.0, "ports": "[31000-32000]"}`.
 pub fn resources_json(r: &Resources) -> Value {
-    let mut m = Map::new();
-    for k in ["cpus", "mem", "disk", "gpus"] {
-        m.insert(k.into(), json!(r.scalar(k)));
-    }
-    for (k, v) in r.scalars() {
-        m.insert(k.into(), json!(v));
-    }
-    for (k, set) in r.range_resources() {
-        m.insert(k.into(), json!(set.to_string()));
-    }
-    Value::Object(m)
+    json!(r.mesos_flat())
 }
 
 fn attributes_json(attrs: &[v1::Attribute]) -> Value {

@@ -2050,19 +2050,7 @@ impl Master {
             json!(self.frameworks.values().filter(|f| f.tx.is_none()).count()),
         );
         m.insert("master/outstanding_offers".into(), json!(self.offers.len()));
-        for s in [
-            "staging",
-            "starting",
-            "running",
-            "killing",
-            "finished",
-            "failed",
-            "killed",
-            "lost",
-            "error",
-            "unreachable",
-            "dropped",
-        ] {
+        for s in crate::metrics::TASK_STATES {
             let key = format!("TASK_{}", s.to_uppercase());
             m.insert(
                 format!("master/tasks_{s}"),
@@ -2182,17 +2170,7 @@ fn refuse_duration(filters: Option<&v1::Filters>) -> Result<Duration, MasterErro
 
 /// Mesos' flat resource JSON: `{"cpus": 2.0, "mem": 1024.0, "ports": "[31000-32000]"}`.
 pub(crate) fn resources_json(r: &Resources) -> Value {
-    let mut m = serde_json::Map::new();
-    for k in ["cpus", "mem", "disk", "gpus"] {
-        m.insert(k.into(), json!(r.scalar(k)));
-    }
-    for (k, v) in r.scalars() {
-        m.insert(k.into(), json!(v));
-    }
-    for (k, set) in r.range_resources() {
-        m.insert(k.into(), json!(set.to_string()));
-    }
-    Value::Object(m)
+    json!(r.mesos_flat())
 }
 
 /// MasterInfo in Mesos' JSON field names (also the ZooKeeper znode format).

@@ -262,7 +262,10 @@ pub(crate) fn state_summary_doc(state: &Value) -> Value {
             m.extend(counts(&|t| str_of(t, "slave_id") == id));
             let fws: BTreeSet<&str> = tasks
                 .iter()
-                .filter(|t| str_of(t, "slave_id") == id && !is_terminal(str_of(t, "state")))
+                .filter(|t| {
+                    str_of(t, "slave_id") == id
+                        && !mezzo_proto::is_terminal_name(str_of(t, "state"))
+                })
                 .map(|t| str_of(t, "framework_id"))
                 .collect();
             m.insert("framework_ids".into(), json!(fws));
@@ -307,20 +310,6 @@ pub(crate) fn state_summary_doc(state: &Value) -> Value {
         "slaves": slaves,
         "frameworks": frameworks,
     })
-}
-
-fn is_terminal(state: &str) -> bool {
-    matches!(
-        state,
-        "TASK_FINISHED"
-            | "TASK_FAILED"
-            | "TASK_KILLED"
-            | "TASK_ERROR"
-            | "TASK_LOST"
-            | "TASK_DROPPED"
-            | "TASK_GONE"
-            | "TASK_GONE_BY_OPERATOR"
-    )
 }
 
 /// Mesos' `*_full` resource arrays from the flat `{"cpus": 1, "ports": "[..]"}` form.

@@ -35,6 +35,11 @@ impl v1::TaskState {
     }
 }
 
+/// True when `name` is a terminal task state's Mesos name (`TASK_FINISHED`...).
+pub fn is_terminal_name(name: &str) -> bool {
+    v1::TaskState::from_str_name(name).is_some_and(v1::TaskState::is_terminal)
+}
+
 /// Current time as seconds since the Unix epoch, as Mesos timestamps are.
 pub fn now_secs() -> f64 {
     std::time::SystemTime::now()

@@ -412,6 +412,34 @@ impl Resources {
     }
 }
 
+/// A value in Mesos' flat resource JSON: a number, or ranges as text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum FlatValue {
+    /// A scalar amount.
+    Number(f64),
+    /// Ranges in Mesos text syntax, `[31000-32000]`.
+    Text(String),
+}
+
+impl Resources {
+    /// Mesos' flat resource JSON (`{"cpus": 2.0, "mem": 1024.0, "ports":
+    /// "[31000-32000]"}`), with cpus, mem, disk and gpus always present.
+    pub fn mesos_flat(&self) -> BTreeMap<String, FlatValue> {
+        let mut m = BTreeMap::new();
+        for k in ["cpus", "mem", "disk", "gpus"] {
+            m.insert(k.to_string(), FlatValue::Number(self.scalar(k)));
+        }
+        for (k, v) in self.scalars() {
+            m.insert(k.to_string(), FlatValue::Number(v));
+        }
+        for (k, set) in self.range_resources() {
+            m.insert(k.to_string(), FlatValue::Text(set.to_string()));
+        }
+        m
+    }
+}
+
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
