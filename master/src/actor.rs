@@ -203,6 +203,8 @@ pub(crate) struct Master {
     metrics: Metrics,
     /// False while a standby (or after losing the ZooKeeper session).
     leading: bool,
+    /// Publish the snapshot at once rather than at the next period.
+    publish_now: bool,
     registry: crate::registry::RegistryState,
     registry_writer: Option<watch::Sender<crate::registry::RegistryState>>,
     registry_dirty: bool,
@@ -272,6 +274,7 @@ impl Master {
             // Standalone masters lead from the start; ZooKeeper mode starts
             // as a standby until elected.
             leading: standalone,
+            publish_now: true,
             registry: Default::default(),
             registry_writer: None,
             registry_dirty: false,
@@ -287,6 +290,11 @@ impl Master {
 
     fn handle(&mut self, cmd: Command) {
         self.dirty = true;
+        // A caller that got an answer must see its change in the next read;
+        // agents' status updates (the hot path) are coalesced instead.
+        if !matches!(cmd, Command::AgentMessage { .. }) {
+            self.publish_now = true;
+        }
         if !self.leading {
             return self.handle_not_leading(cmd);
         }
@@ -2203,6 +2211,9 @@ pub(crate) struct Snapshot {
     pub leader: Option<String>,
 }
 
+/// Longest time HTTP readers may see a stale snapshot.
+const SNAPSHOT_PERIOD: Duration = Duration::from_millis(50);
+
 /// Runs the actor until every command sender is dropped.
 pub(crate) async fn run(
     mut master: Master,
@@ -2215,8 +2226,15 @@ pub(crate) async fn run(
         .clamp(Duration::from_millis(20), Duration::from_millis(250));
     let mut maint_tick = tokio::time::interval(maint_period);
     maint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The snapshot is rebuilt from the whole state: doing that after every
+    // status update made a burst of N updates cost O(N^2). Updates are
+    // published at most every SNAPSHOT_PERIOD; calls at once.
+    let mut publish_tick = tokio::time::interval(SNAPSHOT_PERIOD);
+    publish_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_publish: Option<Instant> = None;
     loop {
         tokio::select! {
+            _ = publish_tick.tick() => {}
             cmd = rx.recv() => match cmd {
                 Some(c) => master.handle(c),
                 None => break,
@@ -2237,8 +2255,11 @@ pub(crate) async fn run(
                 w.send_replace(master.registry.clone());
             }
         }
-        if master.dirty {
+        let due = last_publish.is_none_or(|at| at.elapsed() >= SNAPSHOT_PERIOD);
+        if master.dirty && (due || master.publish_now) {
             master.dirty = false;
+            master.publish_now = false;
+            last_publish = Some(Instant::now());
             snapshot.send_replace(Snapshot {
                 state: Arc::new(master.state_json()),
                 metrics: Arc::new(master.metrics_json()),
