@@ -14,6 +14,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   pkill -9 -f "$work" 2>/dev/null || true
+  # Executors remove their own cgroups; the per-run root is ours to remove.
+  for d in /sys/fs/cgroup/*/"mezzo-bench-$$"; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
