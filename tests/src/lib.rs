@@ -215,6 +215,21 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// Sorted ids of the tasks of every framework in a `/master/state` document
+/// that are in `task_state` (e.g. `TASK_RUNNING`).
+pub fn task_ids_in_state(state: &serde_json::Value, task_state: &str) -> Vec<String> {
+    let mut ids: Vec<String> = state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["state"] == task_state)
+        .filter_map(|t| t["id"].as_str().map(String::from))
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// GETs a URL and parses JSON.
 pub async fn get_json(url: &str) -> Result<serde_json::Value> {
     let r = reqwest::get(url).await?;

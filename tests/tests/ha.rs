@@ -138,12 +138,7 @@ async fn leader_failover_keeps_running_tasks() -> Result<()> {
         "all 20 tasks known RUNNING by the new leader",
         || async {
             let s = new_leader.state().await.ok()?;
-            let n = s["frameworks"]
-                .as_array()?
-                .iter()
-                .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
-                .filter(|t| t["state"] == "TASK_RUNNING")
-                .count();
+            let n = task_ids_in_state(&s, "TASK_RUNNING").len();
             let fw_connected = s["frameworks"]
                 .as_array()?
                 .iter()
@@ -207,11 +202,9 @@ async fn no_leader_without_zookeeper_and_recovery_after_it_returns() -> Result<(
     let m = masters[leader].as_ref().context("leader")?;
     eventually(T, "the task known RUNNING again", || async {
         let s = m.state().await.ok()?;
-        s["frameworks"]
-            .as_array()?
+        task_ids_in_state(&s, "TASK_RUNNING")
             .iter()
-            .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
-            .any(|t| t["id"] == "survivor" && t["state"] == "TASK_RUNNING")
+            .any(|id| id == "survivor")
             .then_some(())
     })
     .await?;
@@ -331,11 +324,9 @@ async fn standalone_registry_survives_a_master_restart() -> Result<()> {
     // Tasks come back with their agent's re-registration; then reconcile.
     eventually(T, "the agent re-registered with its task", || async {
         let s = master.state().await.ok()?;
-        s["frameworks"]
-            .as_array()?
+        task_ids_in_state(&s, "TASK_RUNNING")
             .iter()
-            .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
-            .any(|t| t["id"] == "kept" && t["state"] == "TASK_RUNNING")
+            .any(|id| id == "kept")
             .then_some(())
     })
     .await?;
@@ -397,12 +388,7 @@ async fn a_frozen_leader_that_wakes_up_does_not_act() -> Result<()> {
     let new = masters[second].as_ref().context("new leader")?;
     eventually(T, "agent and framework with the new leader", || async {
         let s = new.state().await.ok()?;
-        let running = s["frameworks"]
-            .as_array()?
-            .iter()
-            .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
-            .filter(|t| t["state"] == "TASK_RUNNING")
-            .count();
+        let running = task_ids_in_state(&s, "TASK_RUNNING").len();
         (running == 3 && s["frameworks"][0]["connected"] == true).then_some(())
     })
     .await?;

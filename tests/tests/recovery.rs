@@ -11,15 +11,7 @@ const T: Duration = Duration::from_secs(30);
 
 async fn running_tasks_in_state(master: &MasterProc) -> Option<Vec<String>> {
     let s = master.state().await.ok()?;
-    let mut ids: Vec<String> = s["frameworks"]
-        .as_array()?
-        .iter()
-        .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
-        .filter(|t| t["state"] == "TASK_RUNNING")
-        .filter_map(|t| t["id"].as_str().map(String::from))
-        .collect();
-    ids.sort();
-    Some(ids)
+    Some(task_ids_in_state(&s, "TASK_RUNNING"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
