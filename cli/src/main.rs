@@ -445,16 +445,16 @@ async fn run_local(args: LocalArgs) -> Result<()> {
     }
 }
 
+/// The frameworks' `--zk` flag: `zk://host:port,.../path` when given.
+fn parse_zk(zk: Option<&str>) -> Result<Option<mezzo_zk::ZkUrl>> {
+    zk.map(mezzo_zk::ZkUrl::parse).transpose().context("--zk")
+}
+
 async fn run_marathon(args: MarathonArgs) -> Result<()> {
     let mut config = mezzo_marathon::MarathonConfig::new(args.master, args.http, args.state_dir);
     config.framework_name = args.name;
     config.role = args.role;
-    config.zk = args
-        .zk
-        .as_deref()
-        .map(mezzo_marathon::ZkUrl::parse)
-        .transpose()
-        .context("--zk")?;
+    config.zk = parse_zk(args.zk.as_deref())?;
     config.zk_session_timeout = args.zk_session_timeout;
     let marathon = mezzo_marathon::start(config)
         .await
@@ -470,12 +470,7 @@ async fn run_batch(args: BatchArgs) -> Result<()> {
     let mut config = mezzo_batch::BatchConfig::new(args.master, args.http, args.state_dir);
     config.framework_name = args.name;
     config.role = args.role;
-    config.zk = args
-        .zk
-        .as_deref()
-        .map(mezzo_batch::ZkUrl::parse)
-        .transpose()
-        .context("--zk")?;
+    config.zk = parse_zk(args.zk.as_deref())?;
     let batch = mezzo_batch::start(config)
         .await
         .context("starting the batch framework")?;

@@ -2070,14 +2070,24 @@ impl Master {
             m.insert(format!("master/{r}_used"), json!(used.scalar(r)));
             m.insert(format!("master/{r}_percent"), json!(pct(r)));
         }
-        m.insert(
-            "master/messages_status_update".into(),
-            json!(self.metrics.status_updates),
-        );
-        m.insert(
-            "master/valid_status_updates".into(),
-            json!(self.metrics.status_updates),
-        );
+        let counters: [(&str, u64); 7] = [
+            ("master/messages_status_update", self.metrics.status_updates),
+            ("master/valid_status_updates", self.metrics.status_updates),
+            ("mezzo/tasks_launched", self.metrics.launched_tasks),
+            ("master/invalid_launches", self.metrics.invalid_launches),
+            (
+                "master/slave_registrations",
+                self.metrics.agent_registrations,
+            ),
+            (
+                "master/slave_reregistrations",
+                self.metrics.agent_reregistrations,
+            ),
+            ("master/slave_removals", self.metrics.agent_removals),
+        ];
+        for (name, value) in counters {
+            m.insert(name.into(), json!(value));
+        }
         // Mesos counts ACCEPT messages here; the tasks they launched are
         // `mezzo/tasks_launched`.
         for name in [
@@ -2095,26 +2105,6 @@ impl Master {
                 json!(self.metrics.calls.get(name).copied().unwrap_or(0)),
             );
         }
-        m.insert(
-            "mezzo/tasks_launched".into(),
-            json!(self.metrics.launched_tasks),
-        );
-        m.insert(
-            "master/invalid_launches".into(),
-            json!(self.metrics.invalid_launches),
-        );
-        m.insert(
-            "master/slave_registrations".into(),
-            json!(self.metrics.agent_registrations),
-        );
-        m.insert(
-            "master/slave_reregistrations".into(),
-            json!(self.metrics.agent_reregistrations),
-        );
-        m.insert(
-            "master/slave_removals".into(),
-            json!(self.metrics.agent_removals),
-        );
         m.insert(
             "master/slaves_disconnected".into(),
             json!(self
