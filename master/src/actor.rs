@@ -288,6 +288,13 @@ impl Master {
         self.info.epoch
     }
 
+    /// A change made outside a command (timers, allocation): peers may
+    /// already have been told, so readers see it at once.
+    fn changed(&mut self) {
+        self.dirty = true;
+        self.publish_now = true;
+    }
+
     fn handle(&mut self, cmd: Command) {
         self.dirty = true;
         // A caller that got an answer must see its change in the next read;
@@ -482,7 +489,7 @@ impl Master {
                     reregistered_time: None,
                 },
             );
-            self.dirty = true;
+            self.changed();
         }
     }
 
@@ -1709,7 +1716,7 @@ impl Master {
             for id in expired {
                 debug!(offer.id = %id, "offer timed out");
                 self.rescind(&id);
-                self.dirty = true;
+                self.changed();
             }
         }
         let failed: Vec<String> = self
@@ -1721,7 +1728,7 @@ impl Master {
         for id in failed {
             info!(framework.id = %id, "framework failover timeout elapsed");
             self.remove_framework(&id);
-            self.dirty = true;
+            self.changed();
         }
         for fw in self.frameworks.values_mut() {
             fw.filters.retain(|_, until| *until > now);
@@ -1736,7 +1743,7 @@ impl Master {
 
     fn mark_unreachable(&mut self, agent_id: &str) {
         warn!(agent.id = %agent_id, "agent missed its pings: marking unreachable");
-        self.dirty = true;
+        self.changed();
         self.metrics.agent_removals += 1;
         if let Some(a) = self.agents.get_mut(agent_id) {
             a.reachable = false;
@@ -1870,7 +1877,7 @@ impl Master {
         self.metrics
             .timings
             .allocation_run(started.elapsed().as_secs_f64());
-        self.dirty = true;
+        self.changed();
     }
 
     // -------------------------------------------------------- snapshot
@@ -2217,8 +2224,8 @@ pub(crate) async fn run(
     let mut maint_tick = tokio::time::interval(maint_period);
     maint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The snapshot is rebuilt from the whole state: doing that after every
-    // status update made a burst of N updates cost O(N^2). Updates are
-    // published at most every SNAPSHOT_PERIOD; calls at once.
+    // status update made a burst of N updates cost O(N^2). Agents' messages
+    // are published at most every SNAPSHOT_PERIOD; every other change at once.
     let mut publish_tick = tokio::time::interval(SNAPSHOT_PERIOD);
     publish_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_publish: Option<Instant> = None;
