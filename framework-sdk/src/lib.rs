@@ -8,6 +8,8 @@
 //! leadership epoch), and hands out [`Driver`] handles to answer with: accept / launch,
 //! decline, revive, suppress, kill, acknowledge, reconcile, teardown, stop. The
 //! [`matching`] module fits tasks into offers and builds `TaskInfo`s.
+//! The [`constraints`] module evaluates Marathon's placement operators (UNIQUE,
+//! CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER, IS) for every framework.
 //! The [`store`] module keeps a framework's durable state (one versioned key-value
 //! [`Store`] trait; files, ZooKeeper, memory).
 //!
@@ -67,7 +69,9 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod constraints;
 mod driver;
+pub mod effect;
 mod error;
 pub mod matching;
 mod scheduler;
@@ -76,6 +80,7 @@ pub mod store;
 pub use async_trait::async_trait;
 pub use config::{DriverConfig, LEADER_METADATA_KEY};
 pub use driver::{run, Driver, SchedulerDriver};
+pub use effect::Effect;
 pub use error::SdkError;
 pub use mezzo_proto::{task_state, v1, RangeSet, Resources};
 pub use scheduler::Scheduler;

@@ -1,9 +1,10 @@
 //! Placement constraints (`run.placement.constraints`) checked against an offer's
-//! hostname and agent attributes. Pure.
+//! hostname and agent attributes. Pure: a thin adapter from Metronome's
+//! `{attribute, operator, value}` shape to the SDK's one engine
+//! ([`mezzo_sdk::constraints`]).
 
-use mezzo_sdk::matching::offer_attribute;
+use mezzo_sdk::constraints::{Constraint, ConstraintError, Placement};
 use mezzo_sdk::v1;
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::model::ConstraintSpec;
@@ -23,41 +24,44 @@ pub enum Operator {
     Unlike,
 }
 
-/// Checks that `value` is usable with `op` (a valid regular expression for LIKE/UNLIKE).
-pub fn check_value(op: Operator, value: &str) -> Result<(), String> {
-    match op {
-        Operator::Like | Operator::Unlike => full_match(value)
-            .map(|_| ())
-            .map_err(|e| format!("invalid regular expression: {e}")),
-        Operator::Is | Operator::Eq => Ok(()),
+impl Operator {
+    /// The SDK's name of the operator (EQ is Marathon's IS).
+    fn sdk_name(self) -> &'static str {
+        match self {
+            Operator::Is | Operator::Eq => "IS",
+            Operator::Like => "LIKE",
+            Operator::Unlike => "UNLIKE",
+        }
     }
 }
 
-fn full_match(pattern: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("^(?:{pattern})$"))
+/// The SDK constraint for `attribute op value`; a missing value is the empty text,
+/// as Metronome compares it.
+fn to_sdk(attribute: &str, op: Operator, value: &str) -> Result<Constraint, ConstraintError> {
+    // An empty attribute never matches an offer (it names no attribute); the SDK
+    // refuses it, so look it up under a name no agent has instead.
+    let field = if attribute.is_empty() { "@" } else { attribute };
+    Constraint::new(field, op.sdk_name(), Some(value))
 }
 
-/// The offer's value for a constraint attribute: its hostname for `hostname` /
-/// `@hostname`, else the agent attribute of that name.
-fn attribute_of(offer: &v1::Offer, attribute: &str) -> Option<String> {
-    match attribute {
-        "hostname" | "@hostname" => Some(offer.hostname.clone()),
-        name => offer_attribute(offer, name.trim_start_matches('@')),
+/// Checks that `value` is usable with `op` (a valid regular expression for LIKE/UNLIKE).
+pub fn check_value(op: Operator, value: &str) -> Result<(), String> {
+    match to_sdk("hostname", op, value) {
+        Ok(_) => Ok(()),
+        Err(ConstraintError::Regex { source, .. }) => {
+            Err(format!("invalid regular expression: {source}"))
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
 /// True when `offer` satisfies every constraint.
 pub fn satisfied(constraints: &[ConstraintSpec], offer: &v1::Offer) -> bool {
+    let place = Placement::of_offer(offer);
     constraints.iter().all(|c| {
         let value = c.value.as_deref().unwrap_or_default();
-        let actual = attribute_of(offer, &c.attribute);
-        match (c.operator, actual) {
-            (Operator::Is | Operator::Eq, Some(a)) => a == value,
-            (Operator::Like, Some(a)) => full_match(value).is_ok_and(|r| r.is_match(&a)),
-            (Operator::Unlike, Some(a)) => full_match(value).is_ok_and(|r| !r.is_match(&a)),
-            (Operator::Unlike, None) => true,
-            (_, None) => false,
-        }
+        // An invalid pattern (refused by validation) admits nothing.
+        to_sdk(&c.attribute, c.operator, value).is_ok_and(|k| k.admits(&place, &[]))
     })
 }
 

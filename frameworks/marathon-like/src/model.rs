@@ -547,7 +547,7 @@ impl App {
             ));
         }
         for (i, c) in self.constraints.iter().enumerate() {
-            if let Err(e) = crate::constraints::Constraint::parse(c) {
+            if let Err(e) = crate::constraints::parse(c) {
                 v.push(Violation::new(format!("/constraints({i})"), e));
             }
         }

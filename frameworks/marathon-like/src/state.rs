@@ -1644,20 +1644,7 @@ impl Core {
         let mut min_wait: Option<f64> = None;
         for offer in offers {
             let mut remaining = Resources::from_proto(&offer.resources);
-            let placement = Placement {
-                hostname: offer.hostname.clone(),
-                attributes: offer
-                    .attributes
-                    .iter()
-                    .map(|a| {
-                        (
-                            a.name.clone(),
-                            mezzo_sdk::matching::offer_attribute(&offer, &a.name)
-                                .unwrap_or_default(),
-                        )
-                    })
-                    .collect(),
-            };
+            let placement = Placement::of_offer(&offer);
             let mut tasks = Vec::new();
             let app_ids: Vec<String> = self
                 .queue
