@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::state::{ApiError, AppRecord, Core, Deployment, Effect, Instance, Settings};
+use crate::state::{ApiError, AppRecord, Core, Deployment, Instance, Settings};
 use crate::MarathonError;
 use mezzo_sdk::store::{key_segment, Store};
 
@@ -371,34 +371,11 @@ impl Actor {
                 return false;
             }
             debug!(?effect, "effect");
-            let result = match effect {
-                Effect::Launch { offer_id, tasks } => {
-                    let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
-                    let filters = v1::Filters {
-                        refuse_seconds: Some(1.0),
-                    };
-                    let r = self
-                        .driver
-                        .launch(vec![offer_id], tasks, Some(filters))
-                        .await;
-                    if r.is_err() {
-                        self.core.on_launch_failed(&ids);
-                    }
-                    r
-                }
-                Effect::Decline {
-                    offer_ids,
-                    refuse_seconds,
-                } => self.driver.decline(offer_ids, Some(refuse_seconds)).await,
-                Effect::Kill {
-                    task_id,
-                    agent_id,
-                    grace,
-                } => self.driver.kill(&task_id, &agent_id, grace).await,
-                Effect::Revive => self.driver.revive(Vec::new()).await,
-                Effect::Suppress => self.driver.suppress(Vec::new()).await,
-                Effect::Reconcile(tasks) => self.driver.reconcile(tasks).await,
-            };
+            let launched = effect.launched_task_ids();
+            let result = effect.perform(&self.driver).await;
+            if result.is_err() && !launched.is_empty() {
+                self.core.on_launch_failed(&launched);
+            }
             if let Err(e) = result {
                 warn!(error = %e, "driver call failed");
             }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use mezzo_sdk::{task_state, v1, RangeSet, Resources};
+use mezzo_sdk::{task_state, v1, Effect, RangeSet, Resources};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
@@ -65,40 +65,6 @@ impl From<ParseError> for ApiError {
             ParseError::Invalid(v) => ApiError::Invalid(v),
         }
     }
-}
-
-/// Something the actor must do outside.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Accept an offer with these tasks.
-    Launch {
-        /// Offer id.
-        offer_id: String,
-        /// Tasks.
-        tasks: Vec<v1::TaskInfo>,
-    },
-    /// Decline offers for this many seconds.
-    Decline {
-        /// Offer ids.
-        offer_ids: Vec<String>,
-        /// Refuse filter.
-        refuse_seconds: f64,
-    },
-    /// Kill a task.
-    Kill {
-        /// Task id.
-        task_id: String,
-        /// Agent id.
-        agent_id: String,
-        /// Grace period override.
-        grace: Option<f64>,
-    },
-    /// Resume offers.
-    Revive,
-    /// Stop offers.
-    Suppress,
-    /// Ask for task states (empty: implicit).
-    Reconcile(Vec<(String, String)>),
 }
 
 /// A task of an app as the framework tracks it (Marathon's instance).
@@ -1754,6 +1720,9 @@ impl Core {
                 self.effects.push(Effect::Launch {
                     offer_id: offer.id.clone(),
                     tasks,
+                    // The unused rest comes back within a second, so the queue's
+                    // next instances need not wait for the master's default filter.
+                    refuse_seconds: Some(1.0),
                 });
             }
         }
@@ -2337,7 +2306,10 @@ mod tests {
             now(),
         );
         assert_eq!(core.instances.len(), 2);
-        assert!(matches!(&core.effects[0], Effect::Launch { tasks, .. } if tasks.len() == 2));
+        assert!(matches!(
+            &core.effects[0],
+            Effect::Launch { tasks, refuse_seconds: Some(r), .. } if tasks.len() == 2 && *r == 1.0
+        ));
         running(&mut core, None);
         core.tick(now());
         assert!(core.deployments.is_empty(), "{:?}", core.deployments);
