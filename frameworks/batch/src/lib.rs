@@ -6,20 +6,27 @@
 //! listed with `?include=finished`, FORBID applied to manual triggers, the REPLACE
 //! concurrency policy, and `run.parallelism` tasks per run.
 //!
-//! Layout, pure cores first:
+//! Layout, pure cores first (dependencies point down this list, never up):
+//! * `api`: the axum handlers; the only module that knows HTTP status codes and
+//!   Metronome's JSON bodies.
+//! * `actor`: the thin shell around the core: mailbox, timer, store writes, driver
+//!   calls (as [`mezzo_sdk::Effect`]s), in that order.
+//! * [`core`]: the framework's state and every decision, with no I/O: inputs and the
+//!   current time in, store writes and effects out, a domain [`CoreError`].
+//! * [`run`]: the run state machine (slots, retries with backoff, deadlines).
 //! * [`model`]: job and schedule definitions, defaults, validation.
 //! * [`cron`]: cron + time zone evaluation (which tick fires, `nextRunAt`).
-//! * [`run`]: the run state machine (slots, retries with backoff, deadlines).
 //! * [`constraints`]: placement constraints against offers.
+//! * [`clock`] and [`ids`]: time and run ids behind traits, so tests control them.
 //! * Durable state goes through `mezzo_sdk::store` ([`Store`]: a local [`FileStore`] or,
 //!   with ZooKeeper, a [`ZooKeeperStore`]).
-//! * `actor`: the one owner of the framework's state; `api`: the axum handlers.
 //!
-//! Invariants: only the actor mutates state, and it persists every change before
-//! answering; a schedule tick is recorded before its run is created (nothing runs
-//! twice for one tick, even across a restart); a task is recorded before it is
-//! launched, and a restarted framework re-subscribes with its persisted framework id
-//! and explicitly reconciles every task it believes live.
+//! Invariants: only the actor's core mutates state, and a change is durable before
+//! anyone hears of it (an HTTP answer, an acknowledged update, a launch); a schedule
+//! tick is recorded before its run is created (nothing runs twice for one tick, even
+//! across a restart); a task is recorded before it is launched, and a restarted
+//! framework re-subscribes with its persisted framework id and explicitly reconciles
+//! every task it believes live.
 
 #![warn(missing_docs)]
 
@@ -27,29 +34,33 @@ mod actor;
 mod api;
 pub mod clock;
 pub mod constraints;
+pub mod core;
 pub mod cron;
+pub mod ids;
 pub mod model;
 pub mod run;
 
-use axum::serve::ListenerExt as _;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mezzo_sdk::{async_trait, v1, Driver, DriverConfig, Scheduler, SchedulerDriver};
-use tokio::sync::{mpsc, oneshot, watch};
+use mezzo_runtime::Shutdown;
+use mezzo_sdk::{v1, Driver, DriverConfig, SchedulerDriver};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
+pub use self::core::{Core, CoreError};
 pub use api::{ApiError, Embed};
 /// Re-exported: [`Clock`] and [`OffsetClock`] speak `chrono` types.
 pub use chrono;
 pub use clock::{Clock, OffsetClock, SystemClock};
+pub use ids::{RandomRunIds, RunIds, SequentialRunIds};
 pub use mezzo_sdk::store::{FileStore, MemoryStore, Store, StoreError, ZkUrl, ZooKeeperStore};
 
-use actor::{Actor, Command, OfferPlan};
+use actor::{Actor, Glue};
 
 /// Everything that can stop the batch framework from starting.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +120,9 @@ pub struct BatchConfig {
     pub zk: Option<ZkUrl>,
     /// ZooKeeper session timeout. Default 10 s.
     pub zk_session_timeout: Duration,
+    /// Tripping it stops the framework gracefully (see [`RunningBatch`]); pass a child
+    /// of the process's token so SIGTERM/SIGINT stop it. Default: a fresh token.
+    pub shutdown: Shutdown,
 }
 
 impl fmt::Debug for BatchConfig {
@@ -143,19 +157,23 @@ impl BatchConfig {
             store: None,
             zk: None,
             zk_session_timeout: Duration::from_secs(10),
+            shutdown: Shutdown::new(),
         }
     }
 }
 
 /// A running batch framework: its HTTP API, actor and scheduler driver.
 ///
-/// [`RunningBatch::shutdown`] (also done on drop) stops it without tearing the
-/// framework down: the master keeps its tasks for `failover_timeout`, and a new
-/// instance on the same store takes over with the same framework id.
+/// [`RunningBatch::shutdown`] (also done on drop, or by tripping
+/// [`BatchConfig::shutdown`]) stops it gracefully without tearing the framework down:
+/// the API stops accepting and finishes the requests in flight, the actor answers
+/// what is queued and makes it durable, and the driver disconnects. The master keeps
+/// the framework's tasks for `failover_timeout`, and a new instance on the same store
+/// takes over with the same framework id.
 pub struct RunningBatch {
     /// Where the HTTP API listens.
     pub addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     driver: Driver,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -176,7 +194,7 @@ impl RunningBatch {
 
     /// Asks every part to stop (the driver disconnects; the framework stays registered).
     pub fn shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.trigger();
         self.driver.stop();
     }
 
@@ -203,58 +221,76 @@ impl Drop for RunningBatch {
     }
 }
 
-/// Starts the batch framework: loads the store, binds the HTTP API, and subscribes
-/// to the master (with the persisted framework id, if any).
-pub async fn start(config: BatchConfig) -> Result<RunningBatch, BatchError> {
-    let store: Arc<dyn Store> = match (&config.store, &config.zk) {
+async fn open_store(config: &BatchConfig) -> Result<Arc<dyn Store>, BatchError> {
+    Ok(match (&config.store, &config.zk) {
         (Some(s), _) => s.clone(),
         (None, Some(zk)) => Arc::new(
             ZooKeeperStore::for_framework(zk, &config.framework_name, config.zk_session_timeout)
                 .await?,
         ),
         (None, None) => Arc::new(FileStore::open(&config.state_dir)?),
-    };
-    let (calls_tx, calls_rx) = mpsc::unbounded_channel();
-    let actor = Actor::load(store, config.clock.clone(), calls_tx).await?;
+    })
+}
+
+/// Starts the batch framework: loads the store, binds the HTTP API, and subscribes
+/// to the master (with the persisted framework id, if any).
+pub async fn start(config: BatchConfig) -> Result<RunningBatch, BatchError> {
+    let store = open_store(&config).await?;
+    let mut core = Core::new(Box::new(RandomRunIds::from_os()));
+    core.restore(actor::load(store.as_ref()).await?);
+    info!(
+        jobs = core.jobs().count(),
+        active_runs = core.active_run_count(),
+        "state loaded"
+    );
     let framework = v1::FrameworkInfo {
         name: config.framework_name.clone(),
         user: config.user.clone(),
-        id: actor.framework_id().unwrap_or_default(),
+        id: core.framework_id().unwrap_or_default().to_string(),
         roles: vec![config.role.clone()],
         failover_timeout: config.failover_timeout.as_secs_f64(),
         checkpoint: true,
         ..Default::default()
     };
-    let listener = tokio::net::TcpListener::bind(config.http)
-        .await
-        .map_err(|source| BatchError::Bind {
-            addr: config.http,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| BatchError::Bind {
+    let bind = |source| BatchError::Bind {
         addr: config.http,
         source,
-    })?;
+    };
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(bind)?;
+    let addr = listener.local_addr().map_err(bind)?;
     let mut driver_config = DriverConfig::new(config.master.clone(), framework);
     driver_config.max_backoff = Duration::from_secs(2);
     let scheduler_driver = SchedulerDriver::new(driver_config)?;
     let driver = scheduler_driver.driver();
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let shutdown = config.shutdown.clone();
+    // The actor outlives the HTTP server, so requests in flight are still answered.
+    let actor_stop = Shutdown::new();
+    let (tx, rx) = mpsc::channel(1024);
+    let (effects_tx, effects_rx) = mpsc::unbounded_channel();
     let span = tracing::info_span!("batch", http = %addr);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(
-        actor
-            .run(cmd_rx, config.tick_interval, shutdown_rx.clone())
-            .instrument(span.clone()),
-    ));
-    tasks.push(tokio::spawn(
-        actor::driver_worker(driver.clone(), calls_rx).instrument(span.clone()),
-    ));
-    let glue = Glue {
-        actor: cmd_tx.clone(),
-    };
+    let glue = Glue { tx };
+    let app = api::router(glue.handle());
+    let actor = Actor::new(
+        core,
+        store,
+        config.clock.clone(),
+        effects_tx,
+        shutdown.clone(),
+    );
+    let mut tasks = vec![
+        tokio::spawn(
+            actor
+                .run(rx, config.tick_interval, actor_stop.clone())
+                .instrument(span.clone()),
+        ),
+        tokio::spawn(
+            actor::perform_effects(driver.clone(), effects_rx, glue.tx.downgrade())
+                .instrument(span.clone()),
+        ),
+    ];
     tasks.push(tokio::spawn(
         async move {
             match scheduler_driver.run(glue).await {
@@ -264,104 +300,27 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, BatchError> {
         }
         .instrument(span.clone()),
     ));
-    let app = api::router(api::AppState { actor: cmd_tx });
-    let mut rx = shutdown_rx;
+    let stopping = driver.clone();
     tasks.push(tokio::spawn(
         async move {
-            let stop = async move {
-                let _ = rx.wait_for(|s| *s).await;
+            let served = mezzo_runtime::serve::serve(listener, app, shutdown.clone());
+            let stop_driver = async {
+                shutdown.wait().await;
+                stopping.stop();
             };
-            if let Err(e) = axum::serve(
-                listener.tap_io(|tcp| {
-                    // Best effort: without it small exchanges (acks, unary gRPC calls)
-                    // stall 40 ms on Nagle against the peer's delayed ACK.
-                    let _ = tcp.set_nodelay(true);
-                }),
-                app,
-            )
-            .with_graceful_shutdown(stop)
-            .await
-            {
+            let (served, ()) = tokio::join!(served, stop_driver);
+            if let Err(e) = served {
                 warn!(error = %e, "http server failed");
             }
+            actor_stop.trigger();
         }
         .instrument(span),
     ));
     info!(%addr, master = %config.master, "batch framework started");
     Ok(RunningBatch {
         addr,
-        shutdown,
+        shutdown: config.shutdown,
         driver,
         tasks,
     })
-}
-
-/// Feeds the SDK's callbacks into the actor and carries out its launch decisions.
-struct Glue {
-    actor: mpsc::Sender<Command>,
-}
-
-impl Glue {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.actor.send(make(tx)).await.ok()?;
-        rx.await.ok()
-    }
-}
-
-/// Resources of an accepted offer that its tasks leave unused are refused this long.
-const ACCEPT_REFUSE_SECONDS: f64 = 1.0;
-/// Offers with nothing to launch are refused this long (a revive clears it).
-const DECLINE_REFUSE_SECONDS: f64 = 5.0;
-
-#[async_trait]
-impl Scheduler for Glue {
-    async fn subscribed(&mut self, _driver: &Driver, framework_id: &str, _master: &v1::MasterInfo) {
-        let id = framework_id.to_string();
-        self.ask(|tx| Command::Subscribed(id, tx)).await;
-    }
-
-    async fn offers(&mut self, driver: &Driver, offers: Vec<v1::Offer>) {
-        let ids: Vec<String> = offers.iter().map(|o| o.id.clone()).collect();
-        let plan = self
-            .ask(|tx| Command::Offers(offers, tx))
-            .await
-            .unwrap_or_else(|| OfferPlan {
-                launches: Vec::new(),
-                declines: ids,
-            });
-        for (offer, tasks) in plan.launches {
-            let task_ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
-            let filters = v1::Filters {
-                refuse_seconds: Some(ACCEPT_REFUSE_SECONDS),
-            };
-            if let Err(e) = driver.launch(vec![offer], tasks, Some(filters)).await {
-                warn!(error = %e, "launch failed; tasks go back to waiting");
-                let _ = self.actor.send(Command::LaunchFailed(task_ids)).await;
-            }
-        }
-        if !plan.declines.is_empty() {
-            if let Err(e) = driver
-                .decline(plan.declines, Some(DECLINE_REFUSE_SECONDS))
-                .await
-            {
-                warn!(error = %e, "decline failed");
-            }
-        }
-    }
-
-    async fn update(&mut self, _driver: &Driver, status: &v1::TaskStatus) {
-        // The SDK acknowledges after this returns, i.e. after the actor persisted it.
-        let status = status.clone();
-        self.ask(|tx| Command::Update(status, tx)).await;
-    }
-
-    async fn error(&mut self, _driver: &Driver, message: &str) {
-        warn!(%message, "error from the master");
-    }
-
-    async fn disconnected(&mut self, _driver: &Driver) {
-        warn!("disconnected from the master; re-subscribing");
-        let _ = self.actor.send(Command::Disconnected).await;
-    }
 }
