@@ -2,20 +2,34 @@
 //! each task under its own executor process (`mezzo executor`) in a
 //! container, and delivers the tasks' status updates reliably.
 //!
-//! * `agent`: the actor owning tasks and update streams;
+//! * `agent`: the actor owning tasks; `updates` (the reliable status-update
+//!   streams) and `checkpoint` (records and recovery) are its pure cores,
+//!   `checkpoint_io` the writer thread that makes records durable;
+//! * `launcher`, `master_link`, `executor_link`: starting executors, the
+//!   master stream, the executors' socket;
 //! * [`executor`]: the per-task executor process;
 //! * [`protocol`]: the agent <-> executor messages;
+//! * [`http`] and `files`: the agent's HTTP API;
 //! * this file: configuration, resource detection, start-up checks.
 //!
 //! Invariants: the agent talks only to the master it registered with (newer
 //! epoch wins); an executor never exits before the agent has its terminal
-//! update; the agent keeps each update until the framework acknowledged it.
+//! update; the agent keeps each update until the framework acknowledged it;
+//! nothing a checkpoint records leaves the agent before it is durable.
 
 mod agent;
+mod checkpoint;
+mod checkpoint_io;
+mod event;
 pub mod executor;
+mod executor_link;
+mod files;
 pub mod health;
 pub mod http;
+mod launcher;
+mod master_link;
 pub mod protocol;
+mod updates;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,7 +38,8 @@ use std::time::Duration;
 use mezzo_isolators::IsolationKind;
 use mezzo_proto::{RangeSet, Resources};
 
-pub use agent::sandbox_dir;
+pub use launcher::sandbox_dir;
+pub use mezzo_runtime::Shutdown;
 
 /// Errors of the agent and executor.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +111,11 @@ pub struct AgentConfig {
     pub executor_binary: PathBuf,
     /// Default user for tasks that name none (empty = the agent's user).
     pub default_user: String,
+    /// Stops the agent when tripped: its HTTP server stops, pending
+    /// checkpoints are flushed, the master stream closes and [`run`] /
+    /// [`RunningAgent::wait`] return; executors keep running for the next
+    /// agent to recover.
+    pub shutdown: Shutdown,
 }
 
 impl AgentConfig {
@@ -127,6 +147,7 @@ impl AgentConfig {
             executor_binary: std::env::current_exe()
                 .map_err(|e| AgentError::io(Path::new("/proc/self/exe"), e))?,
             default_user: String::new(),
+            shutdown: Shutdown::new(),
         })
     }
 }
@@ -184,19 +205,30 @@ pub struct RunningAgent {
     /// Where the HTTP API listens, if it does.
     pub http_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<Result<(), AgentError>>,
+    http: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningAgent {
-    /// Waits until the agent stops (it normally runs until a fatal error).
+    /// Waits until the agent stops: after its shutdown token tripped (then
+    /// also until its HTTP server finished), or on a fatal error.
     pub async fn wait(self) -> Result<(), AgentError> {
-        match self.task.await {
+        let result = match self.task.await {
             Ok(r) => r,
             Err(e) => Err(AgentError::Master(format!("agent task: {e}"))),
+        };
+        if let Some(http) = self.http {
+            if result.is_ok() {
+                let _ = http.await;
+            } else {
+                http.abort();
+            }
         }
+        result
     }
 }
 
-/// Checks the configuration and runs the agent until a fatal error.
+/// Checks the configuration and runs the agent until its shutdown token
+/// trips or a fatal error.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     start(config).await?.wait().await
 }
@@ -230,9 +262,14 @@ pub async fn start(mut config: AgentConfig) -> Result<RunningAgent, AgentError> 
     };
     let (view_tx, view_rx) = tokio::sync::watch::channel(http::AgentView::default());
     let http_addr = listener.as_ref().map(|(_, a)| *a);
-    if let Some((l, _)) = listener {
-        tokio::spawn(http::serve(l, std::sync::Arc::new(config.clone()), view_rx));
-    }
+    let http = listener.map(|(l, _)| {
+        tokio::spawn(http::serve(
+            l,
+            std::sync::Arc::new(config.clone()),
+            view_rx,
+            config.shutdown.clone(),
+        ))
+    });
     let info = mezzo_proto::v1::AgentInfo {
         hostname: config.hostname.clone(),
         port: u32::from(config.port),
@@ -244,5 +281,6 @@ pub async fn start(mut config: AgentConfig) -> Result<RunningAgent, AgentError> 
     Ok(RunningAgent {
         http_addr,
         task: tokio::spawn(agent::run(config, info, view_tx)),
+        http,
     })
 }
