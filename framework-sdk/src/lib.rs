@@ -10,6 +10,8 @@
 //! [`matching`] module fits tasks into offers and builds `TaskInfo`s.
 //! The [`constraints`] module evaluates Marathon's placement operators (UNIQUE,
 //! CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER, IS) for every framework.
+//! The [`election`] module gives a framework high availability (its state in
+//! ZooKeeper or a local directory, leader election among its instances, fenced writes).
 //! The [`store`] module keeps a framework's durable state (one versioned key-value
 //! [`Store`] trait; files, ZooKeeper, memory).
 //!
@@ -72,6 +74,7 @@ mod config;
 pub mod constraints;
 mod driver;
 pub mod effect;
+pub mod election;
 mod error;
 pub mod matching;
 mod scheduler;

@@ -18,9 +18,9 @@
 //! * Values are at most [`MAX_VALUE_BYTES`] in ZooKeeper; a bigger one is refused with
 //!   [`StoreError::TooLarge`] (never a dropped connection or a crash).
 //!
-//! [`FileStore`] maps each key to a file under its root; a write goes to a temporary
-//! file that is fsynced and renamed over the old one, then the directory is fsynced, so
-//! a crash leaves either the old or the new value, never a torn one.
+//! [`FileStore`] maps each key to a file under its root, replaced with
+//! [`mezzo_runtime::fs::write_atomic`] (temp + fsync + rename + directory fsync), so a
+//! crash leaves either the old or the new value, never a torn one.
 //!
 //! [`ZooKeeperStore`] keeps framework `<name>`'s state under
 //! `<zk path>/frameworks/<name>/state` (see [`FrameworkZk`]); a leader's handle can be
@@ -28,7 +28,6 @@
 //! leader ever lands.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -294,31 +293,14 @@ impl FileStore {
         }))
     }
 
-    fn write(path: &Path, key: &str, data: &[u8], version: Version) -> Result<(), StoreError> {
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { op, path, source }
-        };
-        let dir = path
-            .parent()
-            .ok_or_else(|| StoreError::InvalidKey(key.to_string()))?;
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let mut file = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-        file.write_all(format!("{version}\n").as_bytes())
-            .and_then(|()| file.write_all(data))
-            .and_then(|()| file.sync_all())
-            .map_err(io("writing", &tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(io("renaming to", path))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", dir))?;
-        Ok(())
+    fn write(path: &Path, data: &[u8], version: Version) -> Result<(), StoreError> {
+        let mut bytes = format!("{version}\n").into_bytes();
+        bytes.extend_from_slice(data);
+        mezzo_runtime::fs::write_atomic(path, &bytes).map_err(|source| StoreError::Io {
+            op: "writing",
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Runs blocking file work off the async threads.
@@ -359,7 +341,7 @@ impl Store for FileStore {
                     found,
                 });
             }
-            Self::write(&path, &key, &data, found + 1)?;
+            Self::write(&path, &data, found + 1)?;
             Ok(found + 1)
         })
         .await
@@ -662,6 +644,19 @@ mod tests {
         let again = FileStore::open(dir.path()).unwrap();
         assert_eq!(again.get("runs/a/r1").await.unwrap().unwrap().version, 1);
         assert_eq!(again.list("jobs").await.unwrap(), ["b.c"]);
+    }
+
+    #[tokio::test]
+    async fn file_store_leftover_temp_files_are_not_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        store.put("apps/a", b"1", None).await.unwrap();
+        // As a crash between write and rename would leave it.
+        std::fs::write(dir.path().join("apps").join(".b.tmp"), b"7\nx").unwrap();
+        assert_eq!(store.list("apps").await.unwrap(), ["a"]);
+        store.put("apps/a.tmp", b"2", None).await.unwrap();
+        assert_eq!(store.get("apps/a").await.unwrap().unwrap().data, b"1");
+        assert_eq!(store.list("apps").await.unwrap(), ["a", "a.tmp"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! timer makes it plan. After each message it persists what changed, performs the
 //! effects (driver calls), publishes events, and only then answers the caller.
 //!
-//! An actor lives for one leadership term ([`Guard`]): it stops the moment leadership
+//! An actor lives for one leadership term ([`TermGuard`]): it stops the moment leadership
 //! is lost, checks leadership before every driver call, and never performs effects whose
 //! state could not be persisted (the term then ends and the next one reloads the store).
 
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mezzo_sdk::election::TermGuard;
 use mezzo_sdk::{async_trait, v1, Driver, Scheduler};
-use mezzo_zk::Leadership;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -41,30 +41,6 @@ pub(crate) type Mailbox = Option<mpsc::UnboundedSender<Msg>>;
 pub(crate) struct Handle {
     tx: watch::Receiver<Mailbox>,
     events: broadcast::Sender<(String, Value)>,
-}
-
-/// Leadership of one term: the actor may act only while the contender still publishes
-/// `Leader` with this epoch.
-#[derive(Clone)]
-pub(crate) struct Guard {
-    pub(crate) leadership: watch::Receiver<Leadership>,
-    pub(crate) epoch: u64,
-}
-
-impl Guard {
-    /// True while this term's leadership holds.
-    pub(crate) fn holds(&self) -> bool {
-        self.leadership.borrow().leader_epoch() == Some(self.epoch)
-    }
-
-    /// Resolves when this term's leadership is gone.
-    async fn lost(&mut self) {
-        let epoch = self.epoch;
-        let _ = self
-            .leadership
-            .wait_for(|l| l.leader_epoch() != Some(epoch))
-            .await;
-    }
 }
 
 impl Handle {
@@ -199,7 +175,7 @@ pub(crate) struct Term {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) driver: Driver,
     pub(crate) events: broadcast::Sender<(String, Value)>,
-    pub(crate) guard: Guard,
+    pub(crate) guard: TermGuard,
     pub(crate) tick: Duration,
 }
 
@@ -225,7 +201,7 @@ struct Actor {
     store: Arc<dyn Store>,
     driver: Driver,
     events: broadcast::Sender<(String, Value)>,
-    guard: Guard,
+    guard: TermGuard,
 }
 
 impl Actor {
@@ -274,7 +250,7 @@ impl Actor {
             }
         };
         info!(
-            epoch = self.guard.epoch,
+            epoch = self.guard.epoch(),
             reason = why,
             "marathon actor stopped"
         );
@@ -365,7 +341,7 @@ impl Actor {
         for effect in effects {
             if !self.guard.holds() {
                 warn!(
-                    epoch = self.guard.epoch,
+                    epoch = self.guard.epoch(),
                     "leadership lost: dropping pending launches and kills"
                 );
                 return false;

@@ -24,8 +24,8 @@
 //!
 //! With [`MarathonConfig::zk`] the state lives in ZooKeeper
 //! (`<path>/frameworks/<name>/state`, a [`ZooKeeperStore`]) and every instance contends
-//! for leadership under `<path>/frameworks/<name>/leader` ([`mezzo_zk::Contender`]; the
-//! node's data names the instance's API address). Only the leader runs a *term*: it
+//! for leadership under `<path>/frameworks/<name>/leader` (the SDK's
+//! [`mezzo_sdk::election`]; the node's data names the instance's API address). Only the leader runs a *term*: it
 //! loads the state from the store, subscribes to the master with the stored framework
 //! id, reconciles, and acts; its store writes are fenced on its election node, so a
 //! deposed leader can never write. The moment the contender reports anything but
@@ -48,18 +48,16 @@ pub mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use mezzo_sdk::store::FrameworkZk;
+use mezzo_sdk::election::{Election, FrameworkHa, InstanceInfo, Leadership, TermGuard};
 use mezzo_sdk::{v1, DriverConfig, SchedulerDriver};
-use mezzo_zk::{Contender, Leadership};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub use mezzo_sdk::store::ZkUrl;
 pub use mezzo_sdk::store::{FileStore, Store, StoreError, ZooKeeperStore};
-pub use mezzo_zk::ZkUrl;
 
 /// Errors starting or running the framework.
 #[derive(Debug, thiserror::Error)]
@@ -149,9 +147,7 @@ pub struct RunningMarathon {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     view: watch::Receiver<http::View>,
-    contender: Option<Contender>,
-    /// Keeps the standalone "always leader" channel open.
-    _standalone: Option<watch::Sender<Leadership>>,
+    election: Option<Election>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -195,8 +191,8 @@ impl RunningMarathon {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
-        if let Some(c) = self.contender.take() {
-            c.withdraw().await;
+        if let Some(e) = self.election.take() {
+            e.withdraw().await;
         }
     }
 }
@@ -205,9 +201,7 @@ impl RunningMarathon {
 struct Shared {
     config: MarathonConfig,
     addr: SocketAddr,
-    store: Arc<dyn Store>,
-    zk_store: Option<ZooKeeperStore>,
-    election_path: Option<String>,
+    ha: FrameworkHa,
     settings: state::Settings,
     events: broadcast::Sender<(String, serde_json::Value)>,
     mailbox: watch::Sender<actor::Mailbox>,
@@ -217,25 +211,20 @@ struct Shared {
 /// Binds the API, then contends for leadership (with `zk`) or leads at once: the leader
 /// loads the state, subscribes to the master and acts.
 pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonError> {
-    let (store, zk_store, zk) = match &config.zk {
-        Some(url) => {
-            let zk = FrameworkZk::new(url, &config.framework_name);
-            let s = ZooKeeperStore::connect(&zk.state, config.zk_session_timeout).await?;
-            (Arc::new(s.clone()) as Arc<dyn Store>, Some(s), Some(zk))
-        }
-        None => (
-            Arc::new(FileStore::open(&config.state_dir)?) as Arc<dyn Store>,
-            None,
-            None,
-        ),
-    };
+    let ha = FrameworkHa::open(
+        config.zk.as_ref(),
+        &config.framework_name,
+        &config.state_dir,
+        config.zk_session_timeout,
+    )
+    .await?;
     let settings = state::Settings {
         role: config.role.clone(),
         unhealthy_grace: config.unhealthy_grace.as_secs_f64(),
         ..Default::default()
     };
     // Fail early on unreadable state.
-    actor::load(store.as_ref(), settings.clone()).await?;
+    actor::load(ha.store().as_ref(), settings.clone()).await?;
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -257,30 +246,12 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
         }
     });
 
-    let (contender, leadership, standalone) = match &zk {
-        Some(zk) => {
-            // MasterInfo-shaped, so `LeaderInfo::address` reads it.
-            let data = serde_json::json!({
-                "hostname": host,
-                "port": addr.port(),
-                "address": {"hostname": host, "port": addr.port()},
-                "framework": config.framework_name,
-            });
-            let (c, rx) = Contender::start(
-                &zk.leader,
-                data.to_string().into_bytes(),
-                config.zk_session_timeout,
-            );
-            (Some(c), rx, None)
-        }
-        None => {
-            let (tx, rx) = watch::channel(Leadership::Leader {
-                epoch: 0,
-                session_id: 0,
-            });
-            (None, rx, Some(tx))
-        }
-    };
+    let election = ha.elect(&InstanceInfo {
+        hostname: host,
+        port: addr.port(),
+        framework: config.framework_name.clone(),
+    });
+    let leadership = election.watch();
 
     let (stop, stop_rx) = watch::channel(false);
     let (events, _) = broadcast::channel(1024);
@@ -297,11 +268,9 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
         view: view_rx.clone(),
     };
     let shared = Shared {
-        election_path: zk.as_ref().map(|z| z.leader.path.clone()),
         config,
         addr,
-        store,
-        zk_store,
+        ha,
         settings,
         events,
         mailbox,
@@ -310,7 +279,7 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
     let lead_task = tokio::spawn(lead(shared, leadership, stop_rx.clone()));
     let http_task = tokio::spawn(http::serve(listener, handle, info, stop_rx));
     info!(%addr, "marathon API listening");
-    if contender.is_none() {
+    if election.is_standalone() {
         // Standalone: the only instance leads; answer the API from the first call on.
         let mut leading = view_rx.clone();
         let _ = tokio::time::timeout(
@@ -323,8 +292,7 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
         addr,
         stop,
         view: view_rx,
-        contender,
-        _standalone: standalone,
+        election: Some(election),
         tasks: vec![lead_task, http_task],
     })
 }
@@ -389,11 +357,8 @@ async fn term(
     mut stop: watch::Receiver<bool>,
 ) -> Result<TermEnd, MarathonError> {
     let config = &shared.config;
-    let store: Arc<dyn Store> = match (&shared.zk_store, &shared.election_path) {
-        (Some(zk), Some(path)) => Arc::new(zk.fenced(mezzo_zk::election_node_path(path, epoch))),
-        _ => shared.store.clone(),
-    };
-    let guard = actor::Guard { leadership, epoch };
+    let store = shared.ha.term_store(epoch);
+    let guard = TermGuard::new(leadership, epoch);
     let core = actor::load(store.as_ref(), shared.settings.clone()).await?;
     if !guard.holds() {
         return Ok(TermEnd::Continue);
