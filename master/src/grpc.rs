@@ -13,7 +13,8 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use crate::actor::{Call, Command};
+use crate::actor::Command;
+use crate::state::Call;
 use crate::MasterError;
 
 /// Shared by both services: the way into the actor.

@@ -25,8 +25,10 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
-use crate::actor::{Call, Command, Snapshot};
+use crate::actor::Command;
 use crate::grpc::Handle;
+use crate::state::Call;
+use crate::view::Snapshot;
 
 #[derive(Clone)]
 struct AppState {
@@ -101,7 +103,8 @@ fn leader_state(s: &AppState, uri: &Uri) -> Result<std::sync::Arc<Value>, Box<Re
     if let Some(r) = leader_redirect(&s.snapshot, path) {
         return Err(Box::new(r));
     }
-    Ok(s.snapshot.borrow().state.clone())
+    let snap = s.snapshot.borrow().clone();
+    Ok(std::sync::Arc::new(snap.state()))
 }
 
 async fn state(State(s): State<AppState>, uri: Uri) -> Response {
@@ -136,16 +139,14 @@ pub(crate) fn leader_redirect(
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let snap = s.snapshot.borrow().metrics.clone();
-    Json(snap.as_ref().clone()).into_response()
+    let snap = s.snapshot.borrow().clone();
+    Json(snap.metrics()).into_response()
 }
 
 /// Prometheus text format (`mezzo_*` names).
 async fn prometheus(State(s): State<AppState>) -> Response {
-    let (state, metrics) = {
-        let snap = s.snapshot.borrow();
-        (snap.state.clone(), snap.metrics.clone())
-    };
+    let snap = s.snapshot.borrow().clone();
+    let (state, metrics) = (snap.state(), snap.metrics());
     match crate::metrics::render(&state, &metrics) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -158,10 +159,8 @@ async fn redirect(State(s): State<AppState>) -> Response {
         let snap = s.snapshot.borrow();
         snap.leader.clone().or_else(|| {
             // A standalone master leads itself.
-            let own = snap.state.get("leader_info")?.get("address")?;
-            let host = own.get("ip")?.as_str()?;
-            let port = own.get("port")?.as_u64()?;
-            snap.leading.then(|| format!("{host}:{port}"))
+            snap.leading
+                .then(|| format!("{}:{}", snap.info.ip, snap.info.port))
         })
     };
     match leader {
@@ -577,8 +576,8 @@ async fn roles(State(s): State<AppState>, uri: Uri) -> Response {
 }
 
 async fn flags(State(s): State<AppState>) -> Response {
-    let st = s.snapshot.borrow().state.clone();
-    Json(json!({"flags": st.get("flags").cloned().unwrap_or(json!({}))})).into_response()
+    let snap = s.snapshot.borrow().clone();
+    Json(json!({"flags": crate::view::flags_json(&snap)})).into_response()
 }
 
 /// Decodes `application/x-www-form-urlencoded` (`+` is a space).
@@ -729,14 +728,10 @@ async fn agent_proxy(
     if !PROXIED.contains(&rest.as_str()) {
         return (StatusCode::NOT_FOUND, "not a proxied agent endpoint").into_response();
     }
-    let st = s.snapshot.borrow().state.clone();
-    let Some(agent) = arr(&st, "slaves")
-        .iter()
-        .find(|a| str_of(a, "id") == agent_id)
-    else {
+    let Some(agent) = s.snapshot.borrow().agents.get(&agent_id).cloned() else {
         return (StatusCode::NOT_FOUND, format!("no agent '{agent_id}'")).into_response();
     };
-    let port = agent.get("port").and_then(Value::as_u64).unwrap_or(0);
+    let port = agent.info.port;
     if port == 0 {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -744,7 +739,7 @@ async fn agent_proxy(
         )
             .into_response();
     }
-    let host = str_of(agent, "hostname");
+    let host = agent.info.hostname.as_str();
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {

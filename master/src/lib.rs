@@ -19,6 +19,9 @@ mod metrics;
 mod operator_http;
 pub mod registry;
 mod scheduler_http;
+pub mod sim;
+pub mod state;
+mod view;
 
 use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
@@ -176,16 +179,16 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
         epoch: 1,
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(4096);
-    let (snap_tx, snap_rx) = watch::channel(actor::Snapshot {
+    let (snap_tx, snap_rx) = watch::channel(view::Snapshot {
         // Until the actor publishes: standalone masters lead from the start.
         leading: config.zk.is_none(),
-        ..actor::Snapshot::default()
+        ..view::Snapshot::default()
     });
     let mut standalone_registry = None;
     if let Some(zk) = &config.zk {
         let url = mezzo_zk::ZkUrl::parse(zk)
             .map_err(|e| MasterError::InvalidArgument(format!("--zk: {e}")))?;
-        let data = serde_json::to_vec(&actor::master_info_json(&info))
+        let data = serde_json::to_vec(&view::master_info_json(&info))
             .map_err(|e| MasterError::Internal(e.to_string()))?;
         let (contender, rx) = mezzo_zk::Contender::start(&url, data, config.zk_session_timeout);
         tokio::spawn(follow_election(
@@ -203,11 +206,9 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
                 .map_err(|e| MasterError::InvalidArgument(format!("--work-dir: {e}")))?,
         );
     }
-    let mut master = actor::Master::new(config, info);
-    if let Some(h) = standalone_registry {
-        master.adopt_registry(h);
-    }
-    tokio::spawn(actor::run(master, cmd_rx, snap_tx));
+    let master = state::Master::new(config, info, mezzo_proto::now_secs(), rand::random());
+    let shell = actor::Shell::new(master, standalone_registry);
+    tokio::spawn(actor::run(shell, cmd_rx, snap_tx));
 
     let handle = grpc::Handle { tx: cmd_tx };
     let grpc_routes = tonic::service::Routes::new(

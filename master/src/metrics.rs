@@ -16,8 +16,6 @@ use prometheus::{
 };
 use serde_json::{json, Map, Value};
 
-use crate::actor::Call;
-
 /// How many recent samples the Mesos-style percentiles cover.
 const WINDOW: usize = 1000;
 
@@ -73,7 +71,7 @@ static HISTOGRAMS: LazyLock<Histograms> = LazyLock::new(|| {
 
 /// Recent samples (milliseconds) for Mesos' `…/p50`, `…/p99` keys.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Window {
+pub struct Window {
     samples: VecDeque<f64>,
     last: f64,
 }
@@ -122,63 +120,62 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
-/// The latency samples the actor records.
+/// Which latency a sample measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Latency {
+    AllocationRun,
+    OfferAccept,
+    Launch,
+}
+
+/// The latency samples the master records: Mesos-style windows for
+/// `/metrics/snapshot`, and the samples not yet handed to the process-wide
+/// Prometheus histograms (the core does no I/O, not even to a global).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Timings {
-    pub allocation_run: Window,
-    pub offer_accept: Window,
-    pub launch: Window,
+pub struct Timings {
+    pub(crate) allocation_run: Window,
+    pub(crate) offer_accept: Window,
+    pub(crate) launch: Window,
+    pending: Vec<(Latency, f64)>,
 }
 
 impl Timings {
     /// One allocation round took `secs`.
     pub(crate) fn allocation_run(&mut self, secs: f64) {
         self.allocation_run.push(secs * 1000.0);
-        HISTOGRAMS.allocation_run.observe(secs);
+        self.pending.push((Latency::AllocationRun, secs));
     }
 
     /// An offer was accepted `secs` after it was made.
     pub(crate) fn offer_accept(&mut self, secs: f64) {
         self.offer_accept.push(secs * 1000.0);
-        HISTOGRAMS.offer_accept.observe(secs);
+        self.pending.push((Latency::OfferAccept, secs));
     }
 
     /// A task reached TASK_RUNNING `secs` after it was accepted.
     pub(crate) fn launch(&mut self, secs: f64) {
         let secs = secs.max(0.0);
         self.launch.push(secs * 1000.0);
-        HISTOGRAMS.launch.observe(secs);
+        self.pending.push((Latency::Launch, secs));
+    }
+
+    /// The samples recorded since the last call.
+    pub(crate) fn take_pending(&mut self) -> Vec<(Latency, f64)> {
+        std::mem::take(&mut self.pending)
     }
 }
 
-/// Mesos' `master/messages_*` name of a scheduler call.
-pub(crate) fn call_metric(call: &Call) -> &'static str {
-    match call {
-        Call::Accept(_) => "master/messages_launch_tasks",
-        Call::Decline(_) => "master/messages_decline_offers",
-        Call::Revive(_) => "master/messages_revive_offers",
-        Call::Suppress(_) => "master/messages_suppress_offers",
-        Call::Kill(_) => "master/messages_kill_task",
-        Call::Acknowledge(_) => "master/messages_status_update_acknowledgement",
-        Call::Reconcile(_) => "master/messages_reconcile_tasks",
-        Call::Teardown(_) => "master/messages_unregister_framework",
+/// Feeds samples into the process-wide Prometheus histograms.
+pub(crate) fn observe(samples: &[(Latency, f64)]) {
+    for (kind, secs) in samples {
+        let h = match kind {
+            Latency::AllocationRun => &HISTOGRAMS.allocation_run,
+            Latency::OfferAccept => &HISTOGRAMS.offer_accept,
+            Latency::Launch => &HISTOGRAMS.launch,
+        };
+        h.observe(*secs);
     }
 }
-
-/// Task states in `master/tasks_<state>` order.
-pub(crate) const TASK_STATES: [&str; 11] = [
-    "staging",
-    "starting",
-    "running",
-    "killing",
-    "finished",
-    "failed",
-    "killed",
-    "lost",
-    "error",
-    "unreachable",
-    "dropped",
-];
 
 fn num(m: &Value, k: &str) -> f64 {
     m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
@@ -238,10 +235,10 @@ pub(crate) fn render(state: &Value, metrics: &Value) -> Result<String, prometheu
         ),
         &["state"],
     )?;
-    for s in TASK_STATES {
+    for s in mezzo_proto::v1::TaskState::ALL {
         tasks
-            .with_label_values(&[&format!("TASK_{}", s.to_uppercase())])
-            .set(num(metrics, &format!("master/tasks_{s}")) as i64);
+            .with_label_values(&[s.as_str_name()])
+            .set(num(metrics, &format!("master/tasks_{}", s.metric_suffix())) as i64);
     }
     reg.register(Box::new(tasks))?;
     let total = GaugeVec::new(

@@ -41,7 +41,8 @@ pub(crate) async fn operator(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let state = st.snapshot.borrow().state.clone();
+    let snap = st.snapshot.borrow().clone();
+    let state = snap.state();
     match operator_response(&value, &state) {
         Ok(v) => Json(v).into_response(),
         Err(msg) => (StatusCode::BAD_REQUEST, msg).into_response(),

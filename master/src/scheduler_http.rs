@@ -41,8 +41,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
-use crate::actor::{master_info_json, Call, Command, Snapshot};
+use crate::actor::Command;
 use crate::grpc::Handle;
+use crate::state::Call;
+use crate::view::{master_info_json, Snapshot};
 
 /// The header carrying the subscription's stream id.
 pub(crate) const STREAM_ID_HEADER: &str = "mesos-stream-id";
@@ -1214,8 +1216,7 @@ async fn scheduler(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) 
             }
             match action {
                 Action::Actor(Call::Kill(k))
-                    if call.kind == "SHUTDOWN"
-                        && !executor_running(&st.snapshot.borrow().state, &k) =>
+                    if call.kind == "SHUTDOWN" && !executor_running(&st.snapshot.borrow(), &k) =>
                 {
                     // Mesos forwards a shutdown of an unknown executor to the
                     // agent, which ignores it: no update either way.
@@ -1245,20 +1246,11 @@ async fn scheduler(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) 
 
 /// Whether the state document shows the executor (= task) a SHUTDOWN names
 /// as live for that framework.
-fn executor_running(state: &Value, k: &v1::KillRequest) -> bool {
-    state["frameworks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| f["id"] == k.framework_id.as_str())
-        .flat_map(|f| {
-            f["tasks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .chain(f["unreachable_tasks"].as_array().into_iter().flatten())
-        })
-        .any(|t| t["id"] == k.task_id.as_str())
+fn executor_running(snap: &Snapshot, k: &v1::KillRequest) -> bool {
+    // Unreachable tasks are live tasks too (their executors may still run).
+    snap.frameworks
+        .get(&k.framework_id)
+        .is_some_and(|f| f.tasks.contains_key(&k.task_id))
 }
 
 fn lock(s: &Sessions) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -1919,20 +1911,31 @@ mod tests {
 
     #[test]
     fn shutdown_targets_only_live_executors() {
-        let state = json!({"frameworks": [
-            {"id": "f", "tasks": [{"id": "live"}], "unreachable_tasks": [{"id": "far"}]},
-            {"id": "g", "tasks": [{"id": "other"}]},
-        ]});
+        use crate::sim::{task, Sim};
+        let mut sim = Sim::new(crate::config::MasterConfig::default(), 1);
+        sim.add_agent("a", "cpus:4;mem:1024").unwrap();
+        let f = sim.subscribe("f", "*").unwrap();
+        let g = sim.subscribe("g", "*").unwrap();
+        sim.allocate();
+        let offer = sim.frameworks["f"].offers.keys().next().cloned().unwrap();
+        sim.launch(
+            "f",
+            &offer,
+            vec![task("live", "cpus:1;mem:32"), task("done", "cpus:1;mem:32")],
+        )
+        .unwrap();
+        sim.agent_update("a", &f, "done", mezzo_proto::v1::TaskState::TaskFinished);
+        let snap = Snapshot::of(&sim.master);
         let k = |fw: &str, t: &str| v1::KillRequest {
             framework_id: fw.into(),
             task_id: t.into(),
             ..Default::default()
         };
-        assert!(executor_running(&state, &k("f", "live")));
-        assert!(executor_running(&state, &k("f", "far")));
-        assert!(!executor_running(&state, &k("f", "other")));
-        assert!(!executor_running(&state, &k("f", "gone")));
-        assert!(!executor_running(&json!({}), &k("f", "live")));
+        assert!(executor_running(&snap, &k(&f, "live")));
+        assert!(!executor_running(&snap, &k(&f, "done")));
+        assert!(!executor_running(&snap, &k(&g, "live")));
+        assert!(!executor_running(&snap, &k(&f, "gone")));
+        assert!(!executor_running(&Snapshot::default(), &k(&f, "live")));
     }
 
     #[test]

@@ -18,6 +18,51 @@ pub mod v1 {
 pub use resources::{ParseError, RangeSet, Resources};
 
 impl v1::TaskState {
+    /// Every task state, in the order Mesos lists its `tasks_<state>`
+    /// metrics. The one list of task states: metrics, views and counters
+    /// iterate it rather than keeping their own.
+    pub const ALL: [v1::TaskState; 14] = {
+        use v1::TaskState::*;
+        [
+            TaskStaging,
+            TaskStarting,
+            TaskRunning,
+            TaskKilling,
+            TaskFinished,
+            TaskFailed,
+            TaskKilled,
+            TaskLost,
+            TaskError,
+            TaskUnreachable,
+            TaskDropped,
+            TaskGone,
+            TaskGoneByOperator,
+            TaskUnknown,
+        ]
+    };
+
+    /// The state's Mesos metric suffix: `TASK_GONE_BY_OPERATOR` →
+    /// `gone_by_operator` (as in `master/tasks_gone_by_operator`).
+    pub fn metric_suffix(self) -> &'static str {
+        use v1::TaskState::*;
+        match self {
+            TaskStaging => "staging",
+            TaskStarting => "starting",
+            TaskRunning => "running",
+            TaskKilling => "killing",
+            TaskFinished => "finished",
+            TaskFailed => "failed",
+            TaskKilled => "killed",
+            TaskLost => "lost",
+            TaskError => "error",
+            TaskUnreachable => "unreachable",
+            TaskDropped => "dropped",
+            TaskGone => "gone",
+            TaskGoneByOperator => "gone_by_operator",
+            TaskUnknown => "unknown",
+        }
+    }
+
     /// True for states a task never leaves (Mesos' `protobuf::isTerminalState`).
     pub fn is_terminal(self) -> bool {
         use v1::TaskState::*;
@@ -51,4 +96,27 @@ pub fn now_secs() -> f64 {
 /// The task's state, treating unknown numbers as `TASK_UNKNOWN`.
 pub fn task_state(status: &v1::TaskStatus) -> v1::TaskState {
     v1::TaskState::try_from(status.state).unwrap_or(v1::TaskState::TaskUnknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v1::TaskState;
+
+    #[test]
+    fn all_lists_every_state_once_with_its_metric_name() {
+        let mut seen = std::collections::HashSet::new();
+        for s in TaskState::ALL {
+            assert!(seen.insert(s as i32), "{s:?} twice");
+            assert_eq!(
+                format!("TASK_{}", s.metric_suffix().to_uppercase()),
+                s.as_str_name()
+            );
+        }
+        // Every value the enum defines is in the list.
+        for n in 0..=20 {
+            if let Ok(s) = TaskState::try_from(n) {
+                assert!(seen.contains(&(s as i32)), "{s:?} missing");
+            }
+        }
+    }
 }

@@ -1,0 +1,70 @@
+//! Read-side views of the master: what HTTP readers (`/master/state`,
+//! `/metrics/snapshot`, the operator API, the dashboard) see.
+//!
+//! The actor publishes a typed [`Snapshot`] whose maps are persistent
+//! (`imbl`) clones of the core's, so publishing costs O(1) and never copies
+//! the cluster; JSON is rendered here, on the reader's task, on read.
+
+mod metrics;
+mod state;
+
+use std::sync::Arc;
+
+use imbl::{OrdMap, Vector};
+use mezzo_proto::v1;
+
+use crate::config::MasterConfig;
+use crate::state::{Agent, Framework, Master, Metrics, OfferRec};
+
+pub(crate) use metrics::metrics_json;
+pub(crate) use state::{flags_json, master_info_json, state_json};
+
+/// What the actor publishes for HTTP readers.
+#[derive(Clone, Default)]
+pub(crate) struct Snapshot {
+    /// Whether this master leads.
+    pub leading: bool,
+    /// The leader's `host:port`, if known.
+    pub leader: Option<String>,
+    pub info: v1::MasterInfo,
+    pub config: Arc<MasterConfig>,
+    pub start_time: f64,
+    pub elected_time: Option<f64>,
+    /// Wall-clock seconds when the snapshot was taken.
+    pub taken_at: f64,
+    pub agents: OrdMap<String, Agent>,
+    pub frameworks: OrdMap<String, Framework>,
+    pub completed_frameworks: Vector<Framework>,
+    pub offers: imbl::HashMap<String, OfferRec>,
+    pub metrics: Metrics,
+}
+
+impl Snapshot {
+    /// The master's state now, sharing its structure.
+    pub(crate) fn of(m: &Master) -> Self {
+        Snapshot {
+            leading: m.leading,
+            leader: m.leader_hint.clone(),
+            info: m.info.clone(),
+            config: m.config.clone(),
+            start_time: m.start_time,
+            elected_time: m.elected_time,
+            taken_at: m.wall(),
+            agents: m.agents.clone(),
+            frameworks: m.frameworks.clone(),
+            completed_frameworks: m.completed_frameworks.clone(),
+            offers: m.offers.clone(),
+            metrics: m.metrics.clone(),
+        }
+    }
+
+    /// The Mesos-shaped `/master/state` document.
+    pub(crate) fn state(&self) -> serde_json::Value {
+        state_json(self)
+    }
+
+    /// The `/metrics/snapshot` document.
+    pub(crate) fn metrics(&self) -> serde_json::Value {
+        metrics_json(self)
+    }
+}

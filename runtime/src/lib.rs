@@ -1,0 +1,15 @@
+//! Mechanisms every Mezzo process shares, one copy each:
+//! * [`fs::write_atomic`]: a durable whole-file replace (temp + fsync +
+//!   rename + directory fsync);
+//! * [`serve::serve`]: an axum/tonic server on one listener with
+//!   `TCP_NODELAY` and graceful shutdown;
+//! * [`shutdown`]: a cancellation token tripped by SIGTERM or SIGINT.
+//!
+//! Invariant: nothing here knows about Mezzo's domain; it depends on tokio
+//! and axum only.
+
+pub mod fs;
+pub mod serve;
+pub mod shutdown;
+
+pub use shutdown::Shutdown;
