@@ -232,6 +232,18 @@ async fn open_store(config: &BatchConfig) -> Result<Arc<dyn Store>, BatchError> 
     })
 }
 
+fn framework_info(config: &BatchConfig, id: Option<&str>) -> v1::FrameworkInfo {
+    v1::FrameworkInfo {
+        name: config.framework_name.clone(),
+        user: config.user.clone(),
+        id: id.unwrap_or_default().to_string(),
+        roles: vec![config.role.clone()],
+        failover_timeout: config.failover_timeout.as_secs_f64(),
+        checkpoint: true,
+        ..Default::default()
+    }
+}
+
 /// Starts the batch framework: loads the store, binds the HTTP API, and subscribes
 /// to the master (with the persisted framework id, if any).
 pub async fn start(config: BatchConfig) -> Result<RunningBatch, BatchError> {
@@ -243,15 +255,7 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, BatchError> {
         active_runs = core.active_run_count(),
         "state loaded"
     );
-    let framework = v1::FrameworkInfo {
-        name: config.framework_name.clone(),
-        user: config.user.clone(),
-        id: core.framework_id().unwrap_or_default().to_string(),
-        roles: vec![config.role.clone()],
-        failover_timeout: config.failover_timeout.as_secs_f64(),
-        checkpoint: true,
-        ..Default::default()
-    };
+    let framework = framework_info(&config, core.framework_id());
     let bind = |source| BatchError::Bind {
         addr: config.http,
         source,
