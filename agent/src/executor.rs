@@ -102,28 +102,7 @@ async fn run(spec: ExecutorSpec) -> Result<i32, AgentError> {
     }
     info!(task.id = %spec.task_id, pid = ?pid, "task started");
     link_tx.send(update("TASK_RUNNING", "", "REASON_NONE"));
-    let health = spec.health_check.clone().map(|hc| {
-        let tx = link_tx.clone();
-        tokio::spawn(crate::health::run(
-            hc,
-            spec.sandbox.clone(),
-            spec.env.clone(),
-            move |healthy, why| {
-                let msg = if healthy {
-                    "Health check passed".to_string()
-                } else {
-                    format!("Health check failed: {why}")
-                };
-                let mut u = update(
-                    "TASK_RUNNING",
-                    msg,
-                    "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
-                );
-                u.healthy = Some(healthy);
-                tx.send(u);
-            },
-        ))
-    });
+    let health = start_health_checks(&spec, &link_tx);
 
     let mut kill_deadline: Option<Instant> = None;
     let mut killed_by_us = false;
@@ -159,6 +138,36 @@ async fn run(spec: ExecutorSpec) -> Result<i32, AgentError> {
     link_tx.send(outcome.update);
     link.finish().await;
     Ok(0)
+}
+
+/// Runs the task's health check beside it, reporting each change of
+/// health as a TASK_RUNNING update.
+fn start_health_checks(
+    spec: &ExecutorSpec,
+    link_tx: &LinkSender,
+) -> Option<tokio::task::JoinHandle<()>> {
+    spec.health_check.clone().map(|hc| {
+        let tx = link_tx.clone();
+        tokio::spawn(crate::health::run(
+            hc,
+            spec.sandbox.clone(),
+            spec.env.clone(),
+            move |healthy, why| {
+                let msg = if healthy {
+                    "Health check passed".to_string()
+                } else {
+                    format!("Health check failed: {why}")
+                };
+                let mut u = update(
+                    "TASK_RUNNING",
+                    msg,
+                    "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
+                );
+                u.healthy = Some(healthy);
+                tx.send(u);
+            },
+        ))
+    })
 }
 
 fn prepare_container(spec: &ExecutorSpec) -> Result<Option<Box<dyn Container>>, AgentError> {

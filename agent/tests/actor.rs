@@ -228,6 +228,55 @@ fn run_task(a: &Attached) {
         }))));
 }
 
+/// Sends one RunTask and waits for its executor: its container id and pid.
+async fn launch_one(a: &Attached, work_dir: &Path) -> Res<(String, i32)> {
+    run_task(a);
+    let spec_path = eventually("the executor spec", || {
+        let rd = std::fs::read_dir(work_dir.join("runs")).ok()?;
+        rd.flatten()
+            .map(|e| e.path().join("executor.json"))
+            .find(|p| p.exists())
+    })
+    .await?;
+    let spec: mezzo_agent::protocol::ExecutorSpec =
+        serde_json::from_slice(&std::fs::read(&spec_path)?)?;
+    let cid = spec.container_id.clone();
+    // The task was checkpointed before its executor was started.
+    assert!(checkpoint(work_dir, &cid).is_some_and(|c| c.task.is_some()));
+    let pid: i32 = eventually("the executor pid", || {
+        std::fs::read_to_string(work_dir.join("runs").join(&cid).join("executor.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await?;
+    Ok((cid, pid))
+}
+
+/// Acknowledges `uuid` and checks nothing more is sent for the task.
+async fn acknowledge(a: &mut Attached, work_dir: &Path, cid: &str, uuid: &uuid::Uuid) -> Res<()> {
+    let _ = a.to_agent.send(Ok(msg(master_message::Message::Acknowledge(
+        v1::AcknowledgeUpdate {
+            framework_id: "fw".into(),
+            task_id: "t1".into(),
+            uuid: uuid.as_bytes().to_vec(),
+        },
+    ))));
+    // Drain a re-send that may have crossed the ack, then silence.
+    let mut extra = next_update(a, Duration::from_millis(250)).await?;
+    if extra.is_some() {
+        extra = next_update(a, Duration::from_secs(1)).await?;
+    }
+    assert!(extra.is_none(), "an acknowledged update was re-sent");
+    eventually("the ack checkpointed", || {
+        checkpoint(work_dir, cid)
+            .filter(|c| c.pending_updates.is_empty())
+            .map(|_| ())
+    })
+    .await
+}
+
 /// Runs one task through launch, an update and its acknowledgement, then
 /// shuts the agent down and restarts it: the task comes back and the
 /// executor's death is reported.
@@ -246,28 +295,7 @@ async fn updates_are_durable_before_they_leave_and_shutdown_keeps_executors() ->
         .await?
         .ok_or("agent never attached")?;
     assert!(a.register.tasks.is_empty());
-
-    run_task(&a);
-    let spec_path = eventually("the executor spec", || {
-        let rd = std::fs::read_dir(work_dir.join("runs")).ok()?;
-        rd.flatten()
-            .map(|e| e.path().join("executor.json"))
-            .find(|p| p.exists())
-    })
-    .await?;
-    let spec: mezzo_agent::protocol::ExecutorSpec =
-        serde_json::from_slice(&std::fs::read(&spec_path)?)?;
-    let cid = spec.container_id.clone();
-    // The task was checkpointed before its executor was started.
-    assert!(checkpoint(&work_dir, &cid).is_some_and(|c| c.task.is_some()));
-    let pid: i32 = eventually("the executor pid", || {
-        std::fs::read_to_string(work_dir.join("runs").join(&cid).join("executor.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    })
-    .await?;
+    let (cid, pid) = launch_one(&a, &work_dir).await?;
     let _cleanup = KillGroup(pid);
 
     let mut exec = FakeExecutor::connect(&work_dir, &cid).await?;
@@ -288,25 +316,7 @@ async fn updates_are_durable_before_they_leave_and_shutdown_keeps_executors() ->
     assert_eq!(first.state, v1::TaskState::TaskRunning as i32);
     let again = next_update(&mut a, Duration::from_secs(3)).await?;
     assert_eq!(again.map(|s| s.uuid), Some(u1.as_bytes().to_vec()));
-    let _ = a.to_agent.send(Ok(msg(master_message::Message::Acknowledge(
-        v1::AcknowledgeUpdate {
-            framework_id: "fw".into(),
-            task_id: "t1".into(),
-            uuid: u1.as_bytes().to_vec(),
-        },
-    ))));
-    // Drain a re-send that may have crossed the ack, then silence.
-    let mut extra = next_update(&mut a, Duration::from_millis(250)).await?;
-    if extra.is_some() {
-        extra = next_update(&mut a, Duration::from_secs(1)).await?;
-    }
-    assert!(extra.is_none(), "an acknowledged update was re-sent");
-    eventually("the ack checkpointed", || {
-        checkpoint(&work_dir, &cid)
-            .filter(|c| c.pending_updates.is_empty())
-            .map(|_| ())
-    })
-    .await?;
+    acknowledge(&mut a, &work_dir, &cid, &u1).await?;
 
     // Shutdown: returns, stops serving, leaves the executor running.
     shutdown.trigger();
@@ -358,18 +368,7 @@ async fn a_dead_executor_found_at_recovery_fails_its_task() -> Res<()> {
     let a = tokio::time::timeout(T, attached.recv())
         .await?
         .ok_or("agent never attached")?;
-    run_task(&a);
-    let pid_path = eventually("the executor pid file", || {
-        let rd = std::fs::read_dir(work_dir.join("runs")).ok()?;
-        rd.flatten()
-            .map(|e| e.path().join("executor.pid"))
-            .find(|p| p.exists())
-    })
-    .await?;
-    let pid: i32 = eventually("the executor pid", || {
-        std::fs::read_to_string(&pid_path).ok()?.trim().parse().ok()
-    })
-    .await?;
+    let (_cid, pid) = launch_one(&a, &work_dir).await?;
     let _cleanup = KillGroup(pid);
     shutdown.trigger();
     tokio::time::timeout(T, agent.wait()).await??;
