@@ -357,3 +357,211 @@ impl Scheduler for Glue {
         let _ = self.tx.send(Msg::Disconnected).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use chrono::TimeZone;
+    use mezzo_sdk::store::{MemoryStore, StoreError, Version, Versioned};
+    use mezzo_sdk::Resources;
+
+    use super::*;
+    use crate::core::CoreError;
+    use crate::ids::SequentialRunIds;
+    use crate::model::JobSpec;
+
+    /// A memory store whose writes fail while `fail` is set.
+    #[derive(Default)]
+    struct FlakyStore {
+        inner: MemoryStore,
+        fail: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Store for FlakyStore {
+        async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            data: &[u8],
+            v: Option<Version>,
+        ) -> Result<Version, StoreError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("disk full".into()));
+            }
+            self.inner.put(key, data, v).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.list(prefix).await
+        }
+    }
+
+    struct FixedClock;
+
+    impl Clock for FixedClock {
+        fn now(&self) -> DateTime<Utc> {
+            Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()
+        }
+    }
+
+    struct Running {
+        glue: Glue,
+        effects: mpsc::UnboundedReceiver<Effect>,
+        stop: Shutdown,
+        actor: tokio::task::JoinHandle<()>,
+    }
+
+    fn actor(
+        store: Arc<dyn Store>,
+    ) -> (
+        Actor,
+        Glue,
+        mpsc::Receiver<Msg>,
+        mpsc::UnboundedReceiver<Effect>,
+    ) {
+        let (tx, rx) = mpsc::channel(16);
+        let (effects_tx, effects) = mpsc::unbounded_channel();
+        let core = Core::new(Box::new(SequentialRunIds::default()));
+        let actor = Actor::new(
+            core,
+            store,
+            Arc::new(FixedClock),
+            effects_tx,
+            Shutdown::new(),
+        );
+        (actor, Glue { tx }, rx, effects)
+    }
+
+    fn spawn(store: Arc<dyn Store>) -> Running {
+        let (actor, glue, rx, effects) = actor(store);
+        let stop = Shutdown::new();
+        // A tick far away: the tests drive everything by messages.
+        let task = tokio::spawn(actor.run(rx, Duration::from_secs(3600), stop.clone()));
+        Running {
+            glue,
+            effects,
+            stop,
+            actor: task,
+        }
+    }
+
+    fn job(id: &str) -> JobSpec {
+        serde_json::from_value(serde_json::json!({"id": id, "run": {"cmd": "true"}})).unwrap()
+    }
+
+    fn offer(id: &str) -> v1::Offer {
+        v1::Offer {
+            id: id.into(),
+            agent_id: "agent-1".into(),
+            resources: Resources::parse("cpus:4;mem:4096").unwrap().to_proto(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_and_launches_follow_their_durable_writes() {
+        let store = Arc::new(MemoryStore::new());
+        let mut a = spawn(store.clone());
+        let h = a.glue.handle();
+        let created = h.call(|core, now| core.create_job(job("a"), now).map(|_| ()));
+        assert_eq!(created.await, Ok(Ok(())));
+        assert!(
+            store.get("jobs/a").await.unwrap().is_some(),
+            "durable before the reply"
+        );
+        let run = h
+            .call(|core, now| core.start_run("a", now).map(|r| r.id.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        a.glue
+            .tx
+            .send(Msg::Offers(vec![offer("o1")]))
+            .await
+            .unwrap();
+        let effect = a.effects.recv().await.unwrap();
+        let Effect::Launch { tasks, .. } = effect else {
+            panic!("expected a launch, got {effect:?}")
+        };
+        let stored = store.get(&format!("runs/a/{run}")).await.unwrap().unwrap();
+        let stored: JobRun = serde_json::from_slice(&stored.data).unwrap();
+        assert_eq!(
+            stored.tasks[0].id, tasks[0].task_id,
+            "the task is durable before its launch"
+        );
+        a.stop.trigger();
+        a.actor.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_answers_an_error_declines_launches_and_reloads() {
+        let store = Arc::new(FlakyStore::default());
+        let mut a = spawn(store.clone());
+        let h = a.glue.handle();
+        let created = h.call(|core, now| core.create_job(job("a"), now).map(|_| ()));
+        assert_eq!(created.await, Ok(Ok(())));
+        h.call(|core, now| core.start_run("a", now).map(|_| ()))
+            .await
+            .unwrap()
+            .unwrap();
+        store.fail.store(true, Ordering::SeqCst);
+        let lost = h.call(|core, now| core.create_job(job("b"), now).map(|_| ()));
+        assert_eq!(
+            lost.await,
+            Err(ActorError::NotPersisted("store backend: disk full".into()))
+        );
+        a.glue
+            .tx
+            .send(Msg::Offers(vec![offer("o1")]))
+            .await
+            .unwrap();
+        let effect = a.effects.recv().await.unwrap();
+        assert_eq!(
+            effect,
+            Effect::Decline {
+                offer_ids: vec!["o1".into()],
+                refuse_seconds: crate::core::DECLINE_REFUSE_SECONDS
+            },
+            "a launch whose task is not durable is never sent"
+        );
+        store.fail.store(false, Ordering::SeqCst);
+        let b = h.call(|core, _| core.job("b").map(|_| ())).await;
+        assert_eq!(b, Ok(Err(CoreError::JobNotFound("b".into()))), "reloaded");
+        let tasks = h
+            .call(|core, _| {
+                core.active_runs("a")
+                    .iter()
+                    .map(|r| r.tasks.len())
+                    .sum::<usize>()
+            })
+            .await;
+        assert_eq!(tasks, Ok(0), "the undurable launch was forgotten");
+        a.stop.trigger();
+        a.actor.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stopping_answers_what_is_queued_and_flushes_it() {
+        let store = Arc::new(MemoryStore::new());
+        let (actor, glue, rx, _effects) = actor(store.clone());
+        let h = glue.handle();
+        let pending = tokio::spawn(async move {
+            h.call(|core, now| core.create_job(job("a"), now).map(|_| ()))
+                .await
+        });
+        while glue.tx.capacity() == glue.tx.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+        let stop = Shutdown::new();
+        stop.trigger();
+        actor.run(rx, Duration::from_secs(3600), stop).await;
+        assert_eq!(pending.await.unwrap(), Ok(Ok(())));
+        assert!(store.get("jobs/a").await.unwrap().is_some());
+    }
+}
