@@ -277,6 +277,34 @@ async fn acknowledge(a: &mut Attached, work_dir: &Path, cid: &str, uuid: &uuid::
     .await
 }
 
+/// The HTTP API shows the running task in `/state`, counts it under every
+/// task state's metric, and browses its sandbox.
+async fn check_http(http: std::net::SocketAddr, work_dir: &Path) -> Res<()> {
+    let get = |path: &str| reqwest::get(format!("http://{http}{path}"));
+    let state: serde_json::Value = get("/state").await?.json().await?;
+    assert_eq!(state["id"], "agent-1");
+    let executors = &state["frameworks"][0]["executors"];
+    assert_eq!(executors[0]["tasks"][0]["state"], "TASK_RUNNING", "{state}");
+    let metrics: serde_json::Value = get("/metrics/snapshot").await?.json().await?;
+    for s in v1::TaskState::ALL {
+        let key = format!("slave/tasks_{}", s.metric_suffix());
+        let want = u64::from(s == v1::TaskState::TaskRunning);
+        assert_eq!(metrics[&key].as_u64(), Some(want), "{key} in {metrics}");
+    }
+    let text = get("/metrics").await?.text().await?;
+    assert!(
+        text.contains("mezzo_agent_tasks{state=\"TASK_RUNNING\"} 1"),
+        "{text}"
+    );
+    let dir = executors[0]["directory"].as_str().ok_or("no directory")?;
+    let r = get(&format!("/files/browse?path={dir}")).await?;
+    assert!(r.status().is_success(), "browse answered {}", r.status());
+    let escape = work_dir.join("meta").display().to_string();
+    let r = get(&format!("/files/browse?path={escape}")).await?;
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    Ok(())
+}
+
 /// Runs one task through launch, an update and its acknowledgement, then
 /// shuts the agent down and restarts it: the task comes back and the
 /// executor's death is reported.
@@ -317,6 +345,7 @@ async fn updates_are_durable_before_they_leave_and_shutdown_keeps_executors() ->
     let again = next_update(&mut a, Duration::from_secs(3)).await?;
     assert_eq!(again.map(|s| s.uuid), Some(u1.as_bytes().to_vec()));
     acknowledge(&mut a, &work_dir, &cid, &u1).await?;
+    check_http(http, &work_dir).await?;
 
     // Shutdown: returns, stops serving, leaves the executor running.
     shutdown.trigger();
