@@ -4,6 +4,8 @@
 //!
 //! Invariant: no I/O and no clock reads; the caller passes `now`.
 
+#![deny(clippy::disallowed_methods)]
+
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use croner::Cron;

@@ -5,6 +5,8 @@
 //! Task ids need no generator: they are derived from the run id, the slot and the
 //! launch count (`<jobId>_<runId>.<slot>.<launch>`, see [`crate::run`]).
 
+#![deny(clippy::disallowed_methods)]
+
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -5,6 +5,8 @@
 //! pointer and messages) so the HTTP layer can answer 422 with Metronome's
 //! `{"message": "Object is not valid", "details": [{"path", "errors"}]}`.
 
+#![deny(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

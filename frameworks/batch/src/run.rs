@@ -9,6 +9,8 @@
 //! its other tasks are killed. Invariants: a finished run never changes status again;
 //! a task's first terminal state is the one kept.
 
+#![deny(clippy::disallowed_methods)]
+
 use chrono::{DateTime, Duration, Utc};
 use mezzo_sdk::v1::{StatusReason, StatusSource, TaskState};
 use rand::Rng;

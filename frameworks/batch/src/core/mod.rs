@@ -20,6 +20,8 @@
 //! cron firing), [`runs`] (starting, stopping, finishing runs, deadlines), [`offers`]
 //! (launches, revive/suppress), [`updates`] (subscription and status updates).
 
+#![deny(clippy::disallowed_methods)]
+
 mod jobs;
 mod offers;
 mod runs;
