@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mezzo_runtime::Shutdown;
 use mezzo_sdk::election::TermGuard;
 use mezzo_sdk::{async_trait, v1, Driver, Scheduler};
 use serde_json::Value;
@@ -181,10 +182,7 @@ pub(crate) struct Term {
 
 /// Starts the actor of one term; it ends on `stop`, on loss of leadership, or when
 /// its state could not be persisted.
-pub(crate) fn spawn(
-    term: Term,
-    stop: watch::Receiver<bool>,
-) -> (mpsc::UnboundedSender<Msg>, JoinHandle<()>) {
+pub(crate) fn spawn(term: Term, stop: Shutdown) -> (mpsc::UnboundedSender<Msg>, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let actor = Actor {
         core: term.core,
@@ -205,12 +203,7 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Msg>,
-        tick: Duration,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, tick: Duration, stop: Shutdown) {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lost = self.guard.clone();
@@ -219,7 +212,7 @@ impl Actor {
             tokio::select! {
                 biased;
                 _ = lost.lost() => break "leadership lost",
-                _ = stop.wait_for(|s| *s) => break "stopped",
+                _ = stop.wait() => break "stopped",
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break "mailbox closed" };
                     self.handle(msg, &mut replies);
@@ -249,6 +242,9 @@ impl Actor {
                 let _ = self.events.send((kind, body));
             }
         };
+        if why == "stopped" && !self.flush().await {
+            warn!("persisting state on shutdown failed");
+        }
         info!(
             epoch = self.guard.epoch(),
             reason = why,

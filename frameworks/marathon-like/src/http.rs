@@ -6,7 +6,6 @@
 //! and redirects every other request (`307`, same method, path and query) to the
 //! leader, or answers 503 while no leader is known.
 
-use axum::serve::ListenerExt as _;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use mezzo_runtime::Shutdown;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_stream::wrappers::BroadcastStream;
@@ -95,6 +95,8 @@ async fn leader_only(State(s): State<AppState>, req: Request, next: Next) -> Res
 struct AppState {
     handle: Handle,
     info: Info,
+    /// Ends long-lived responses (the event stream) when the server stops.
+    shutdown: Shutdown,
 }
 
 type Params = Query<Vec<(String, String)>>;
@@ -167,14 +169,18 @@ fn deployment_response(
     (status, headers, Json(json!(r))).into_response()
 }
 
-/// Serves the API until `stop` turns true.
+/// Serves the API until `shutdown` trips, then finishes the requests in flight.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     handle: Handle,
     info: Info,
-    mut stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
-    let state = AppState { handle, info };
+    let state = AppState {
+        handle,
+        info,
+        shutdown: shutdown.clone(),
+    };
     let app = Router::new()
         .route(
             "/ping",
@@ -221,20 +227,7 @@ pub(crate) async fn serve(
         )
         .layer(middleware::from_fn_with_state(state.clone(), leader_only))
         .with_state(state);
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(
-        listener.tap_io(|tcp| {
-            // Best effort: without it small exchanges (acks, unary gRPC calls)
-            // stall 40 ms on Nagle against the peer's delayed ACK.
-            let _ = tcp.set_nodelay(true);
-        }),
-        app,
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    {
+    if let Err(e) = mezzo_runtime::serve::serve(listener, app, shutdown).await {
         warn!(error = %e, "http server failed");
     }
 }
@@ -805,6 +798,10 @@ async fn events(State(s): State<AppState>, q: Params) -> Response {
             ))
         }
     });
+    // The stream ends at shutdown, or the server's graceful wait would last as
+    // long as the subscriber stays.
+    let shutdown = s.shutdown.clone();
+    let stream = stream.take_until(async move { shutdown.wait().await });
     Sse::new(first.chain(stream))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

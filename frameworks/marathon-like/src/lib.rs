@@ -56,6 +56,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub use mezzo_runtime::Shutdown;
 pub use mezzo_sdk::store::ZkUrl;
 pub use mezzo_sdk::store::{FileStore, Store, StoreError, ZooKeeperStore};
 
@@ -145,7 +146,8 @@ impl MarathonConfig {
 pub struct RunningMarathon {
     /// Where the REST API listens.
     pub addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    /// Stops the API first; the API's end stops the leader (see [`start_with`]).
+    shutdown: Shutdown,
     view: watch::Receiver<http::View>,
     election: Option<Election>,
     tasks: Vec<JoinHandle<()>>,
@@ -171,23 +173,29 @@ impl RunningMarathon {
         *self.view.borrow() == http::View::Leading
     }
 
-    /// Runs until [`RunningMarathon::shutdown`] is called from elsewhere or a
-    /// component ends (e.g. the master removed the framework).
+    /// Runs until the [`Shutdown`] given to [`start_with`] trips (then stops as
+    /// [`RunningMarathon::shutdown`] does) or a component ends (e.g. the master
+    /// removed the framework).
     pub async fn wait(mut self) -> Result<(), MarathonError> {
         let (first, _, rest) = futures::future::select_all(self.tasks.drain(..)).await;
-        let _ = self.stop.send(true);
+        self.shutdown.trigger();
         for t in rest {
             let _ = t.await;
+        }
+        if let Some(e) = self.election.take() {
+            e.withdraw().await;
         }
         first.map_err(|e| MarathonError::Task(e.to_string()))
     }
 
-    /// Stops the API, the actor and the driver, and leaves the election. The framework
+    /// Stops gracefully: the API stops accepting and finishes the requests in flight
+    /// (the actor still answers them), then the actor flushes the store and stops,
+    /// the driver disconnects, and the instance leaves the election. The framework
     /// stays registered with the master (its tasks keep running for
     /// `failover_timeout`), so another instance — or a new one over the same state —
     /// takes over.
     pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
+        self.shutdown.trigger();
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
@@ -209,8 +217,18 @@ struct Shared {
 }
 
 /// Binds the API, then contends for leadership (with `zk`) or leads at once: the leader
-/// loads the state, subscribes to the master and acts.
+/// loads the state, subscribes to the master and acts. Stops with
+/// [`RunningMarathon::shutdown`].
 pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonError> {
+    start_with(config, Shutdown::new()).await
+}
+
+/// [`start`], also stopping gracefully (as [`RunningMarathon::shutdown`]) when
+/// `shutdown` trips, e.g. on SIGTERM.
+pub async fn start_with(
+    config: MarathonConfig,
+    shutdown: Shutdown,
+) -> Result<RunningMarathon, MarathonError> {
     let ha = FrameworkHa::open(
         config.zk.as_ref(),
         &config.framework_name,
@@ -253,7 +271,9 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
     });
     let leadership = election.watch();
 
-    let (stop, stop_rx) = watch::channel(false);
+    // The API drains first, while the actor still answers; only then does the
+    // leader stop (and with it the actor, which flushes the store).
+    let lead_stop = Shutdown::new();
     let (events, _) = broadcast::channel(1024);
     let (mailbox, mailbox_rx) = watch::channel(None);
     let (view, view_rx) = watch::channel(http::View::Standby(None));
@@ -276,8 +296,14 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
         mailbox,
         view,
     };
-    let lead_task = tokio::spawn(lead(shared, leadership, stop_rx.clone()));
-    let http_task = tokio::spawn(http::serve(listener, handle, info, stop_rx));
+    let lead_task = tokio::spawn(lead(shared, leadership, lead_stop.clone()));
+    let http_task = tokio::spawn({
+        let (shutdown, lead_stop) = (shutdown.clone(), lead_stop.clone());
+        async move {
+            http::serve(listener, handle, info, shutdown).await;
+            lead_stop.trigger();
+        }
+    });
     info!(%addr, "marathon API listening");
     if election.is_standalone() {
         // Standalone: the only instance leads; answer the API from the first call on.
@@ -290,7 +316,7 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
     }
     Ok(RunningMarathon {
         addr,
-        stop,
+        shutdown,
         view: view_rx,
         election: Some(election),
         tasks: vec![lead_task, http_task],
@@ -298,11 +324,7 @@ pub async fn start(config: MarathonConfig) -> Result<RunningMarathon, MarathonEr
 }
 
 /// Follows leadership: publishes who leads, and runs one term per leadership won.
-async fn lead(
-    shared: Shared,
-    mut leadership: watch::Receiver<Leadership>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn lead(shared: Shared, mut leadership: watch::Receiver<Leadership>, stop: Shutdown) {
     loop {
         let epoch = loop {
             let current = leadership.borrow_and_update().clone();
@@ -318,7 +340,7 @@ async fn lead(
             }
             tokio::select! {
                 r = leadership.changed() => if r.is_err() { return },
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait() => return,
             }
         };
         info!(epoch, "leading: starting a term");
@@ -329,7 +351,7 @@ async fn lead(
         }
         shared.mailbox.send_replace(None);
         shared.view.send_replace(http::View::Standby(None));
-        if *stop.borrow() {
+        if stop.is_triggered() {
             return;
         }
         // The term ended while leadership may still hold (e.g. a failed store write):
@@ -337,7 +359,7 @@ async fn lead(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = leadership.changed() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait() => return,
         }
     }
 }
@@ -354,7 +376,7 @@ async fn term(
     shared: &Shared,
     epoch: u64,
     leadership: watch::Receiver<Leadership>,
-    mut stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) -> Result<TermEnd, MarathonError> {
     let config = &shared.config;
     let store = shared.ha.term_store(epoch);
@@ -387,7 +409,7 @@ async fn term(
     let sched_driver = SchedulerDriver::new(driver_config)?;
     let driver = sched_driver.driver();
 
-    let (term_stop, term_stop_rx) = watch::channel(false);
+    let term_stop = stop.child();
     let (tx, mut actor_task) = actor::spawn(
         actor::Term {
             core,
@@ -397,7 +419,7 @@ async fn term(
             guard,
             tick: config.tick,
         },
-        term_stop_rx,
+        term_stop.clone(),
     );
     shared.mailbox.send_replace(Some(tx.clone()));
     shared.view.send_replace(http::View::Leading);
@@ -412,12 +434,12 @@ async fn term(
             }
             TermEnd::Exit
         }
-        _ = stop.wait_for(|s| *s) => TermEnd::Exit,
+        _ = stop.wait() => TermEnd::Exit,
     };
     // Stop acting first, then disconnect.
     shared.mailbox.send_replace(None);
     shared.view.send_replace(http::View::Standby(None));
-    term_stop.send_replace(true);
+    term_stop.trigger();
     driver.stop();
     if !actor_task.is_finished() {
         let _ = (&mut actor_task).await;
