@@ -14,6 +14,7 @@
 //! Recovery: a task whose executor is still alive keeps running (the
 //! executor reconnects by itself); one whose executor died while the agent
 //! was down, before the task ended, is reported TASK_FAILED.
+#![deny(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 

@@ -16,6 +16,7 @@
 //! epoch wins); an executor never exits before the agent has its terminal
 //! update; the agent keeps each update until the framework acknowledged it;
 //! nothing a checkpoint records leaves the agent before it is durable.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod agent;
 mod checkpoint;

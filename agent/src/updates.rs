@@ -10,6 +10,7 @@
 //! Time is an input (a [`Duration`] on the agent's monotonic clock, e.g.
 //! since it started) and so is the checkpoint watermark; nothing here does
 //! I/O or reads a clock.
+#![deny(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -336,5 +337,86 @@ mod tests {
             .is_some_and(|s| s.contains(&[2]) && !s.contains(&[3])));
         u.remove(&k);
         assert!(u.is_empty(&k));
+    }
+
+    /// One step of a random run against the streams.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Push(u8),
+        AckHead(u8),
+        AckRandom(u8, u8),
+        Advance(u64),
+        Durable,
+        Reconnect,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..3).prop_map(Step::Push),
+            (0u8..3).prop_map(Step::AckHead),
+            (0u8..3, any::<u8>()).prop_map(|(t, u)| Step::AckRandom(t, u)),
+            (0u64..15).prop_map(Step::Advance),
+            Just(Step::Durable),
+            Just(Step::Reconnect),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the interleaving: only a durable head is ever sent, an
+        /// update goes only once every earlier one of its task was
+        /// acknowledged, and an acknowledged update is never sent again.
+        #[test]
+        fn only_durable_heads_go_in_order_and_acked_never_return(
+            steps in proptest::collection::vec(step(), 1..120)
+        ) {
+            let mut u = Updates::default();
+            let (mut now, mut seq, mut durable) = (0u64, 0u64, 0u64);
+            let mut next_uuid = 0u8;
+            let mut pushed: BTreeMap<TaskKey, Vec<(u8, Seq)>> = BTreeMap::new();
+            let mut acked: Vec<u8> = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Push(t) => {
+                        seq += 1;
+                        next_uuid = next_uuid.wrapping_add(1);
+                        let k = key(&t.to_string());
+                        u.push(&k, status("x", v1::TaskState::TaskRunning, next_uuid), seq);
+                        pushed.entry(k).or_default().push((next_uuid, seq));
+                    }
+                    Step::AckHead(t) => {
+                        let k = key(&t.to_string());
+                        let head = u.stream(&k).and_then(|s| s.statuses().next()).map(|s| s.uuid.clone());
+                        if let Some(h) = head {
+                            proptest::prop_assert!(matches!(u.ack(&k, &h), Acked::Popped(_)));
+                            acked.push(h[0]);
+                        }
+                    }
+                    Step::AckRandom(t, uuid) => {
+                        let k = key(&t.to_string());
+                        let head = u.stream(&k).and_then(|s| s.statuses().next()).map(|s| s.uuid[0]);
+                        let r = u.ack(&k, &[uuid]);
+                        proptest::prop_assert_eq!(matches!(r, Acked::Popped(_)), head == Some(uuid));
+                        if head == Some(uuid) {
+                            acked.push(uuid);
+                        }
+                    }
+                    Step::Advance(s) => now += s,
+                    Step::Durable => durable = seq,
+                    Step::Reconnect => u.reconnected(),
+                }
+                for (k, st) in u.due(secs(now), durable, RETRY) {
+                    let id = st.uuid[0];
+                    proptest::prop_assert!(!acked.contains(&id), "acked {} re-sent", id);
+                    let p = pushed.get(&k).and_then(|v| v.iter().find(|(x, _)| *x == id));
+                    proptest::prop_assert!(p.is_some_and(|(_, s)| *s <= durable), "not durable");
+                    // Everything pushed before it on its task was acknowledged.
+                    let before = pushed[&k].iter().take_while(|(x, _)| *x != id);
+                    for (x, _) in before {
+                        proptest::prop_assert!(acked.contains(x), "{} sent before {} was acked", id, x);
+                    }
+                }
+            }
+        }
     }
 }
