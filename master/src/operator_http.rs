@@ -11,11 +11,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use mezzo_proto::Resources;
 use serde_json::{json, Map, Value};
+use tokio::sync::watch;
 
-use crate::scheduler_http::{json_body, leader_redirect, redirect, resource_json, ApiState};
+use crate::http::common::{json_body, redirect, standby_leader};
+use crate::view::{resource_json, Snapshot};
 
 /// The calls answered; anything else in `mesos.v1.master.Call.Type` is 400.
 const SUPPORTED: &[&str] = &[
@@ -29,19 +32,29 @@ const SUPPORTED: &[&str] = &[
     "GET_STATE",
 ];
 
-pub(crate) async fn operator(
-    State(st): State<ApiState>,
+/// The routes of the v1 operator API (also under `/master`, as Mesos
+/// serves it).
+pub(crate) fn router(snapshot: watch::Receiver<Snapshot>) -> Router {
+    Router::new()
+        .route("/api/v1", post(operator))
+        .route("/api/v1/", post(operator))
+        .route("/master/api/v1", post(operator))
+        .with_state(snapshot)
+}
+
+async fn operator(
+    State(snapshot): State<watch::Receiver<Snapshot>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(leader) = leader_redirect(&st) {
+    if let Some(leader) = standby_leader(&snapshot) {
         return redirect(&leader, "/api/v1");
     }
     let value = match json_body(&headers, &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let snap = st.snapshot.borrow().clone();
+    let snap = snapshot.borrow().clone();
     let state = snap.state();
     match operator_response(&value, &state) {
         Ok(v) => Json(v).into_response(),

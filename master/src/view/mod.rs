@@ -7,6 +7,7 @@
 
 mod metrics;
 mod state;
+mod v1_json;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::state::{Agent, Framework, Master, Metrics, OfferRec};
 
 pub(crate) use metrics::metrics_json;
 pub(crate) use state::{flags_json, master_info_json, state_json};
+pub(crate) use v1_json::{attribute_json, id_json, resource_json, status_json};
 
 /// What the actor publishes for HTTP readers.
 #[derive(Clone, Default)]

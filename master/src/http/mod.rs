@@ -13,6 +13,8 @@
 //! set of read-only agent paths to the address that agent registered with
 //! (never to an address taken from the request).
 
+pub(crate) mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ use crate::actor::Command;
 use crate::grpc::Handle;
 use crate::state::Call;
 use crate::view::Snapshot;
+use common::leader_redirect;
 
 #[derive(Clone)]
 struct AppState {
@@ -72,10 +75,11 @@ pub(crate) fn router(snapshot: watch::Receiver<Snapshot>, handle: Handle) -> Rou
         .route("/dashboard/app.css", get(dashboard_css))
         .route("/agents/{agent_id}/{*rest}", get(agent_proxy))
         .with_state(AppState {
-            snapshot,
+            snapshot: snapshot.clone(),
             handle,
             client,
         })
+        .merge(crate::operator_http::router(snapshot))
 }
 
 async fn health() -> StatusCode {
@@ -112,30 +116,6 @@ async fn state(State(s): State<AppState>, uri: Uri) -> Response {
         Ok(st) => Json(st.as_ref().clone()).into_response(),
         Err(r) => *r,
     }
-}
-
-/// On a master that does not lead, the response for endpoints that need the
-/// leader's view: 307 to the same path on the leader (503 if none), as Mesos.
-pub(crate) fn leader_redirect(
-    snapshot: &watch::Receiver<Snapshot>,
-    path: &str,
-) -> Option<Response> {
-    let snap = snapshot.borrow();
-    if snap.leading {
-        return None;
-    }
-    Some(match &snap.leader {
-        Some(l) => (
-            StatusCode::TEMPORARY_REDIRECT,
-            [(header::LOCATION, format!("//{l}{path}"))],
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no leading master is elected",
-        )
-            .into_response(),
-    })
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -670,9 +650,9 @@ async fn teardown(
 
 // ------------------------------------------------------------ dashboard
 
-const INDEX_HTML: &str = include_str!("dashboard/index.html");
-const APP_JS: &str = include_str!("dashboard/app.js");
-const APP_CSS: &str = include_str!("dashboard/app.css");
+const INDEX_HTML: &str = include_str!("../dashboard/index.html");
+const APP_JS: &str = include_str!("../dashboard/app.js");
+const APP_CSS: &str = include_str!("../dashboard/app.css");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut r = (
