@@ -3,6 +3,7 @@
 //! Subcommands: `master`, `agent`, `executor` (started by the agent, one per
 //! task) and `local` (a standalone master plus one agent in one process).
 //! Every flag can also be given as a `MEZZO_*` environment variable.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use mezzo_agent::AgentConfig;
 use mezzo_isolators::IsolationKind;
 use mezzo_master::MasterConfig;
 use mezzo_proto::Resources;
+use mezzo_runtime::Shutdown;
 
 #[derive(Parser)]
 #[command(
@@ -358,14 +360,36 @@ async fn run_master(args: MasterArgs) -> Result<()> {
     config.zk = args.zk.zk;
     config.work_dir = args.work_dir;
     config.zk_session_timeout = args.zk.zk_session_timeout;
+    config.shutdown = stop_on_signals();
     let master = mezzo_master::start(config).await?;
     println!("master: http://{}", master.addr);
     master.wait().await.context("master server")
 }
 
+/// A shutdown token tripped by the first SIGTERM or SIGINT; a second one
+/// exits at once (a drain that hangs must not hold the terminal).
+fn stop_on_signals() -> Shutdown {
+    let shutdown = Shutdown::new();
+    let trip = shutdown.clone();
+    tokio::spawn(async move {
+        match trip.on_signals().await {
+            Ok(_) => {
+                eprintln!("stopping: finishing requests and flushing state (signal again to exit at once)");
+                if mezzo_runtime::shutdown::wait_for_signal().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot install signal handlers"),
+        }
+    });
+    shutdown
+}
+
 async fn run_agent(args: AgentArgs) -> Result<()> {
     let mut config = agent_config(args.master, args.work_dir, &args.flags)?;
     config.http_listen = Some(SocketAddr::new(args.ip, args.port));
+    // Executors keep running: a restarted agent recovers them.
+    config.shutdown = stop_on_signals();
     let hostname = config.hostname.clone();
     let work_dir = config.work_dir.clone();
     let agent = mezzo_agent::start(config).await.context("agent")?;
@@ -389,6 +413,8 @@ async fn run_local(args: LocalArgs) -> Result<()> {
         &args.master,
     )?;
     config.work_dir = Some(args.work_dir.join("master"));
+    let root = stop_on_signals();
+    config.shutdown = root.child();
     let master = mezzo_master::start(config).await?;
     let url = format!("http://{}", master.addr);
     let mut agent = agent_config(master.addr.to_string(), args.work_dir, &args.agent)?;
@@ -407,24 +433,30 @@ async fn run_local(args: LocalArgs) -> Result<()> {
         agent.isolation
     );
     let state_root = agent.work_dir.join("frameworks");
+    agent.shutdown = root.child();
     let running_agent = mezzo_agent::start(agent).await.context("agent")?;
     if let Some(addr) = running_agent.http_addr {
         println!("agent: http://{addr}");
     }
     println!("agent: {agent_line}");
     let agent_task = tokio::spawn(running_agent.wait());
-    let batch = mezzo_batch::start(mezzo_batch::BatchConfig::new(
+    let mut batch_config = mezzo_batch::BatchConfig::new(
         master.addr.to_string(),
         SocketAddr::from(([127, 0, 0, 1], args.batch_port)),
         state_root.join("batch"),
-    ))
-    .await
-    .context("starting the batch framework")?;
-    let marathon = mezzo_marathon::start(mezzo_marathon::MarathonConfig::new(
-        master.addr.to_string(),
-        SocketAddr::from(([127, 0, 0, 1], args.marathon_port)),
-        state_root.join("marathon"),
-    ))
+    );
+    batch_config.shutdown = root.child();
+    let batch = mezzo_batch::start(batch_config)
+        .await
+        .context("starting the batch framework")?;
+    let marathon = mezzo_marathon::start_with(
+        mezzo_marathon::MarathonConfig::new(
+            master.addr.to_string(),
+            SocketAddr::from(([127, 0, 0, 1], args.marathon_port)),
+            state_root.join("marathon"),
+        ),
+        root.child(),
+    )
     .await
     .context("starting the Marathon framework")?;
     println!("marathon: http://{}", marathon.addr);
@@ -433,15 +465,43 @@ async fn run_local(args: LocalArgs) -> Result<()> {
         "try: cargo run --release -p mezzo-sdk --example launch -- --master {} --tasks 50",
         master.addr
     );
-    tokio::select! {
-        r = master.wait() => r.context("master server"),
-        r = agent_task => match r {
-            Ok(r) => r.context("agent"),
-            Err(e) => Err(anyhow!("agent task: {e}")),
-        },
-        _ = batch.wait() => Ok(()),
-        r = marathon.wait() => r.context("marathon"),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+    let mut master_task = tokio::spawn(master.wait());
+    let mut agent_task = agent_task;
+    let mut frameworks = Box::pin(async move {
+        // Each returns once the shutdown trips (or it ends on its own).
+        let (_, m) = tokio::join!(batch.wait(), marathon.wait());
+        m
+    });
+    let result = tokio::select! {
+        r = &mut master_task => return flatten(r).context("master server"),
+        r = &mut agent_task => return flatten(r).context("agent"),
+        r = &mut frameworks => r.context("marathon"),
+        _ = root.wait() => Ok(()),
+    };
+    // The frameworks drain their APIs and flush their stores first; the
+    // agent then its checkpoints and the master its registry. Executors
+    // keep running: the next `mezzo local` recovers them.
+    root.trigger();
+    let drain = Duration::from_secs(10);
+    if let Ok(Err(e)) = tokio::time::timeout(drain, &mut frameworks).await {
+        tracing::warn!(error = %e, "marathon stopped with an error");
+    }
+    if let Ok(r) = tokio::time::timeout(drain, agent_task).await {
+        flatten(r).context("agent")?;
+    }
+    if let Ok(r) = tokio::time::timeout(drain, master_task).await {
+        flatten(r).context("master server")?;
+    }
+    result
+}
+
+/// The result of a spawned component's `wait`.
+fn flatten<T, E: std::error::Error + Send + Sync + 'static>(
+    r: std::result::Result<std::result::Result<T, E>, tokio::task::JoinError>,
+) -> Result<T> {
+    match r {
+        Ok(r) => r.map_err(anyhow::Error::from),
+        Err(e) => Err(anyhow!("component task: {e}")),
     }
 }
 
@@ -456,14 +516,12 @@ async fn run_marathon(args: MarathonArgs) -> Result<()> {
     config.role = args.role;
     config.zk = parse_zk(args.zk.as_deref())?;
     config.zk_session_timeout = args.zk_session_timeout;
-    let marathon = mezzo_marathon::start(config)
+    // SIGTERM / SIGINT drain the API and flush the store before `wait` returns.
+    let marathon = mezzo_marathon::start_with(config, stop_on_signals())
         .await
         .context("starting the Marathon framework")?;
     println!("marathon: http://{}", marathon.addr);
-    tokio::select! {
-        r = marathon.wait() => r.context("marathon"),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    marathon.wait().await.context("marathon")
 }
 
 async fn run_batch(args: BatchArgs) -> Result<()> {
@@ -471,12 +529,11 @@ async fn run_batch(args: BatchArgs) -> Result<()> {
     config.framework_name = args.name;
     config.role = args.role;
     config.zk = parse_zk(args.zk.as_deref())?;
+    config.shutdown = stop_on_signals();
     let batch = mezzo_batch::start(config)
         .await
         .context("starting the batch framework")?;
     println!("batch: http://{}/v1/jobs", batch.addr);
-    tokio::select! {
-        _ = batch.wait() => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    batch.wait().await;
+    Ok(())
 }

@@ -54,6 +54,7 @@
 //! # let _ = (status, oom);
 //! # Ok(()) }
 //! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod error;
 mod posix;

@@ -95,6 +95,8 @@ pub(crate) struct Shell {
     peers: HashMap<ConnId, Peer>,
     next_conn: ConnId,
     registry_writer: Option<watch::Sender<RegistryState>>,
+    /// The writer task of the registry this term writes to.
+    registry_done: Option<tokio::task::JoinHandle<()>>,
     /// Something changed since the last publish.
     dirty: bool,
     /// Publish at once rather than at the next period (a caller that got an
@@ -105,16 +107,20 @@ pub(crate) struct Shell {
 impl Shell {
     /// Wraps `core`; a standalone master passes the registry it opened.
     pub(crate) fn new(mut core: Master, registry: Option<RegistryHandle>) -> Self {
-        let registry_writer = registry.map(|h| {
-            core.adopt_registry(h.state);
-            h.writer
-        });
+        let (registry_writer, registry_done) = match registry {
+            Some(h) => {
+                core.adopt_registry(h.state);
+                (Some(h.writer), Some(h.done))
+            }
+            None => (None, None),
+        };
         Shell {
             core,
             origin: Instant::now(),
             peers: HashMap::new(),
             next_conn: 1,
             registry_writer,
+            registry_done,
             dirty: true,
             publish_now: true,
         }
@@ -216,6 +222,7 @@ impl Shell {
                 self.registry_writer = None;
                 let registry = handle.map(|h| {
                     self.registry_writer = Some(h.writer);
+                    self.registry_done = Some(h.done);
                     h.state
                 });
                 state::LeaderState::Leading { epoch, registry }
@@ -261,6 +268,32 @@ impl Shell {
         }
     }
 
+    /// Ends every peer's stream with `reason` (they reconnect elsewhere or
+    /// retry), writes what the registry still owes and waits for it.
+    async fn stop(&mut self, reason: &str) {
+        for (_, peer) in self.peers.drain() {
+            let status = tonic::Status::unavailable(reason);
+            match peer {
+                Peer::Agent(tx) => {
+                    let _ = tx.send(Err(status));
+                }
+                Peer::Framework(tx) => {
+                    let _ = tx.send(Err(status));
+                }
+            }
+        }
+        if let Some(state) = self.core.take_registry_update() {
+            if let Some(w) = &self.registry_writer {
+                w.send_replace(state);
+            }
+        }
+        // Dropping the sender lets the writer finish its last write and end.
+        self.registry_writer = None;
+        if let Some(done) = self.registry_done.take() {
+            let _ = done.await;
+        }
+    }
+
     fn tick(&mut self) {
         let _ = self.step(Input::Tick);
         self.dirty = true;
@@ -297,13 +330,15 @@ impl Shell {
     }
 }
 
-/// Runs the actor until every command sender is dropped.
+/// Runs the actor until every command sender is dropped or the
+/// configured shutdown trips.
 pub(crate) async fn run(
     mut shell: Shell,
     mut rx: mpsc::Receiver<Command>,
     snapshot: watch::Sender<Snapshot>,
 ) {
     let config = shell.core.config.clone();
+    let shutdown = config.shutdown.clone();
     let mut alloc_tick = tokio::time::interval(config.allocation_interval);
     alloc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let maint_period = (config.agent_ping_timeout / 4)
@@ -322,6 +357,11 @@ pub(crate) async fn run(
             },
             _ = alloc_tick.tick() => shell.allocate(),
             _ = maint_tick.tick() => shell.tick(),
+            _ = shutdown.wait() => {
+                shell.flush(&snapshot, &mut None);
+                shell.stop("master is shutting down").await;
+                break;
+            }
         }
         // Handle whatever else is queued before the costlier work below.
         while let Ok(c) = rx.try_recv() {
@@ -332,6 +372,5 @@ pub(crate) async fn run(
         }
         shell.flush(&snapshot, &mut last_publish);
     }
-    shell.flush(&snapshot, &mut None);
     info!("master actor stopped");
 }

@@ -41,6 +41,7 @@
 //! one `is_filtered` call per framework skipped because of a filter; only the
 //! output clones [`Resources`]. Role names are treated as flat: `eng/web` is
 //! one role, not a child of `eng`.
+#![deny(clippy::disallowed_methods)]
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -35,6 +35,9 @@ pub struct MasterConfig {
     /// How long agents known to the registry get to re-register after a
     /// failover before they are marked unreachable (Mesos: 10 min).
     pub agent_reregister_timeout: Duration,
+    /// Tripped to stop: the master stops accepting, closes every stream
+    /// with a reason, flushes its registry and returns from `wait`.
+    pub shutdown: mezzo_runtime::Shutdown,
 }
 
 impl Default for MasterConfig {
@@ -53,6 +56,7 @@ impl Default for MasterConfig {
             zk_session_timeout: Duration::from_secs(10),
             work_dir: None,
             agent_reregister_timeout: Duration::from_secs(600),
+            shutdown: mezzo_runtime::Shutdown::new(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! * `grpc` / `http`: thin adapters serving gRPC and JSON on ONE port.
 //!
 //! Invariant: only the actor mutates cluster state; the allocator does no I/O.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod actor;
 pub mod allocator;
@@ -23,7 +24,6 @@ pub mod sim;
 pub mod state;
 mod view;
 
-use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 
 use mezzo_proto::v1;
@@ -206,6 +206,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
                 .map_err(|e| MasterError::InvalidArgument(format!("--work-dir: {e}")))?,
         );
     }
+    let master_shutdown = config.shutdown.clone();
     let master = state::Master::new(config, info, mezzo_proto::now_secs(), rand::random());
     let shell = actor::Shell::new(master, standalone_registry);
     tokio::spawn(actor::run(shell, cmd_rx, snap_tx));
@@ -221,16 +222,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, MasterError> {
         .merge(grpc_routes)
         .merge(scheduler_http::router(handle, snap_rx));
     info!(%addr, master.id = %id, "master listening (gRPC + HTTP)");
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener.tap_io(|tcp| {
-                // Best effort: without it small exchanges (acks, unary gRPC calls)
-                // stall 40 ms on Nagle against the peer's delayed ACK.
-                let _ = tcp.set_nodelay(true);
-            }),
-            app,
-        )
-        .await
-    });
+    let shutdown = master_shutdown;
+    let server = tokio::spawn(mezzo_runtime::serve::serve(listener, app, shutdown));
     Ok(RunningMaster { addr, id, server })
 }

@@ -260,6 +260,9 @@ pub struct RegistryHandle {
     pub state: RegistryState,
     /// Publish every change here.
     pub writer: tokio::sync::watch::Sender<RegistryState>,
+    /// The writer task: it stores what is pending and ends once `writer`
+    /// is dropped, so a master shutting down awaits it to flush.
+    pub done: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for RegistryHandle {
@@ -274,8 +277,12 @@ impl std::fmt::Debug for RegistryHandle {
 pub async fn open(registry: Box<dyn Registry>) -> Result<RegistryHandle, RegistryError> {
     let (state, version) = registry.load().await?;
     let (tx, rx) = tokio::sync::watch::channel(state.clone());
-    tokio::spawn(writer(registry, version, rx));
-    Ok(RegistryHandle { state, writer: tx })
+    let done = tokio::spawn(writer(registry, version, rx));
+    Ok(RegistryHandle {
+        state,
+        writer: tx,
+        done,
+    })
 }
 
 /// Stores each new state. A conflict or fence means another master owns

@@ -8,6 +8,7 @@
 //! agents off (`partition_agent`), disconnect frameworks, advance the clock
 //! and check invariants. Nothing here does I/O or reads a real clock, so a
 //! run is a pure function of its inputs and seed.
+#![deny(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -6,6 +6,7 @@
 //!   and the SDK, with Mesos' text syntax (`cpus:2;mem:1024;ports:[31000-32000]`).
 //!
 //! Invariant: this crate does no I/O; every other crate depends on it.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod resources;
 

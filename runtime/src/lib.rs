@@ -7,6 +7,7 @@
 //!
 //! Invariant: nothing here knows about Mezzo's domain; it depends on tokio
 //! and axum only.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod fs;
 pub mod serve;

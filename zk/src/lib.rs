@@ -48,6 +48,7 @@
 //!
 //! A [`Detector`] publishes `None` whenever it is not connected to ZooKeeper (no quorum,
 //! session lost) or no contender exists; otherwise `Some(LeaderInfo)` of the lowest node.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod contender;
 mod detector;

@@ -14,6 +14,7 @@
 //! * a task's resources are released exactly once, when it first reaches a
 //!   terminal state;
 //! * a task never leaves a terminal state.
+#![deny(clippy::disallowed_methods)]
 
 mod agents;
 mod calls;

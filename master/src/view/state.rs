@@ -47,7 +47,7 @@ pub(crate) fn task_json(t: &Task) -> Value {
     })
 }
 
-fn framework_json(snap: &Snapshot, f: &Framework, active: bool) -> Value {
+pub(super) fn framework_json(snap: &Snapshot, f: &Framework, active: bool) -> Value {
     let tasks = |unreachable: bool| -> Vec<Value> {
         f.tasks
             .values()
@@ -116,7 +116,7 @@ pub(crate) fn flags_json(snap: &Snapshot) -> Value {
     })
 }
 
-fn agent_json(a: &Agent) -> Value {
+pub(super) fn agent_json(a: &Agent) -> Value {
     let attributes: serde_json::Map<String, Value> = a
         .info
         .attributes
