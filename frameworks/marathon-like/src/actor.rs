@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::state::{ApiError, AppRecord, Core, Deployment, Instance, Settings};
+use crate::state::{ApiError, AppRecord, Core, Deployment, IdGen, Instance, Settings};
 use crate::MarathonError;
 use mezzo_sdk::store::{key_segment, Store};
 
@@ -116,6 +116,16 @@ impl Scheduler for Sched {
     }
 }
 
+/// Random v4 UUIDs: ids unique across restarts and failovers of the framework.
+#[derive(Debug)]
+struct RandomIds;
+
+impl IdGen for RandomIds {
+    fn next_id(&mut self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, MarathonError> {
     serde_json::from_slice(bytes).map_err(|e| MarathonError::Corrupt {
         key: key.to_string(),
@@ -125,7 +135,7 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
 
 /// Reads the stored state.
 pub(crate) async fn load(store: &dyn Store, settings: Settings) -> Result<Core, MarathonError> {
-    let mut core = Core::new(settings);
+    let mut core = Core::new(settings, Box::new(RandomIds));
     if let Some(v) = store.get("framework-id").await? {
         let id = String::from_utf8_lossy(&v.data).trim().to_string();
         if !id.is_empty() {
