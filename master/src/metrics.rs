@@ -16,6 +16,8 @@ use prometheus::{
 };
 use serde_json::{json, Map, Value};
 
+use crate::view::Snapshot;
+
 /// How many recent samples the Mesos-style percentiles cover.
 const WINDOW: usize = 1000;
 
@@ -181,66 +183,99 @@ fn num(m: &Value, k: &str) -> f64 {
     m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
-/// `/metrics`: Prometheus text from the published state and metrics
-/// documents plus the latency histograms.
-pub(crate) fn render(state: &Value, metrics: &Value) -> Result<String, prometheus::Error> {
+/// `/metrics`: Prometheus text from the published snapshot (the cluster
+/// gauges and counters of `/metrics/snapshot`, so the two views agree, and
+/// per-framework allocation) plus the latency histograms.
+pub(crate) fn render(snap: &Snapshot) -> Result<String, prometheus::Error> {
+    let metrics = crate::view::metrics_json(snap);
     let reg = Registry::new();
-    let gauge = |name: &str, help: &str, v: f64| -> Result<(), prometheus::Error> {
+    cluster_gauges(&reg, &metrics)?;
+    counters(&reg, &metrics)?;
+    framework_gauges(&reg, snap)?;
+    let mut families = reg.gather();
+    families.extend(HISTOGRAMS.registry.gather());
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&families, &mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Registers `collector` with `reg`.
+fn register<C: prometheus::core::Collector + 'static>(
+    reg: &Registry,
+    collector: C,
+) -> Result<(), prometheus::Error> {
+    reg.register(Box::new(collector))
+}
+
+/// One gauge per status or state, labelled, read from `/metrics/snapshot`.
+fn labelled_gauge(
+    reg: &Registry,
+    (name, help, label): (&str, &str, &str),
+    values: impl IntoIterator<Item = (String, f64)>,
+) -> Result<(), prometheus::Error> {
+    let g = IntGaugeVec::new(Opts::new(name, help), &[label])?;
+    for (l, v) in values {
+        g.with_label_values(&[l.as_str()]).set(v as i64);
+    }
+    register(reg, g)
+}
+
+fn cluster_gauges(reg: &Registry, metrics: &Value) -> Result<(), prometheus::Error> {
+    for (name, help, key) in [
+        (
+            "mezzo_master_elected",
+            "1 if this master is the leader",
+            "master/elected",
+        ),
+        (
+            "mezzo_master_uptime_seconds",
+            "Seconds since the master started",
+            "master/uptime_secs",
+        ),
+    ] {
         let g = Gauge::new(name, help)?;
-        g.set(v);
-        reg.register(Box::new(g))
-    };
-    gauge(
-        "mezzo_master_elected",
-        "1 if this master is the leader",
-        num(metrics, "master/elected"),
-    )?;
-    gauge(
-        "mezzo_master_uptime_seconds",
-        "Seconds since the master started",
-        num(metrics, "master/uptime_secs"),
-    )?;
-    let agents = IntGaugeVec::new(
-        Opts::new(
+        g.set(num(metrics, key));
+        register(reg, g)?;
+    }
+    labelled_gauge(
+        reg,
+        (
             "mezzo_master_agents",
             "Agents known to the master by status",
+            "status",
         ),
-        &["status"],
+        ["active", "connected", "disconnected", "unreachable"]
+            .map(|s| (s.to_string(), num(metrics, &format!("master/slaves_{s}")))),
     )?;
-    for s in ["active", "connected", "disconnected", "unreachable"] {
-        agents
-            .with_label_values(&[s])
-            .set(num(metrics, &format!("master/slaves_{s}")) as i64);
-    }
-    reg.register(Box::new(agents))?;
-    let fws = IntGaugeVec::new(
-        Opts::new("mezzo_master_frameworks", "Frameworks by status"),
-        &["status"],
+    labelled_gauge(
+        reg,
+        ("mezzo_master_frameworks", "Frameworks by status", "status"),
+        ["active", "connected", "disconnected"].map(|s| {
+            (
+                s.to_string(),
+                num(metrics, &format!("master/frameworks_{s}")),
+            )
+        }),
     )?;
-    for s in ["active", "connected", "disconnected"] {
-        fws.with_label_values(&[s])
-            .set(num(metrics, &format!("master/frameworks_{s}")) as i64);
-    }
-    reg.register(Box::new(fws))?;
     let offers = IntGauge::new(
         "mezzo_master_outstanding_offers",
         "Offers made and not yet accepted, declined or rescinded",
     )?;
     offers.set(num(metrics, "master/outstanding_offers") as i64);
-    reg.register(Box::new(offers))?;
-    let tasks = IntGaugeVec::new(
-        Opts::new(
+    register(reg, offers)?;
+    labelled_gauge(
+        reg,
+        (
             "mezzo_master_tasks",
             "Tasks (live and completed ones kept in memory) by state",
+            "state",
         ),
-        &["state"],
+        mezzo_proto::v1::TaskState::ALL.map(|s| {
+            let v = num(metrics, &format!("master/tasks_{}", s.metric_suffix()));
+            (s.as_str_name().to_string(), v)
+        }),
     )?;
-    for s in mezzo_proto::v1::TaskState::ALL {
-        tasks
-            .with_label_values(&[s.as_str_name()])
-            .set(num(metrics, &format!("master/tasks_{}", s.metric_suffix())) as i64);
-    }
-    reg.register(Box::new(tasks))?;
     let total = GaugeVec::new(
         Opts::new(
             "mezzo_master_resources_capacity",
@@ -262,8 +297,11 @@ pub(crate) fn render(state: &Value, metrics: &Value) -> Result<String, prometheu
         used.with_label_values(&[r])
             .set(num(metrics, &format!("master/{r}_used")));
     }
-    reg.register(Box::new(total))?;
-    reg.register(Box::new(used))?;
+    register(reg, total)?;
+    register(reg, used)
+}
+
+fn counters(reg: &Registry, metrics: &Value) -> Result<(), prometheus::Error> {
     let messages = IntCounterVec::new(
         Opts::new(
             "mezzo_master_messages_total",
@@ -280,78 +318,67 @@ pub(crate) fn render(state: &Value, metrics: &Value) -> Result<String, prometheu
             }
         }
     }
-    reg.register(Box::new(messages))?;
-    let counter = |name: &str, help: &str, v: f64| -> Result<(), prometheus::Error> {
+    register(reg, messages)?;
+    for (name, help, key) in [
+        (
+            "mezzo_allocator_runs_total",
+            "Allocation rounds run",
+            "allocator/mesos/allocation_runs",
+        ),
+        (
+            "mezzo_master_agent_registrations_total",
+            "Agent registrations",
+            "master/slave_registrations",
+        ),
+        (
+            "mezzo_master_agent_reregistrations_total",
+            "Agent re-registrations",
+            "master/slave_reregistrations",
+        ),
+        (
+            "mezzo_master_agent_removals_total",
+            "Agents marked unreachable",
+            "master/slave_removals",
+        ),
+        (
+            "mezzo_master_invalid_launches_total",
+            "Tasks refused at launch (TASK_ERROR, TASK_DROPPED, TASK_LOST)",
+            "master/invalid_launches",
+        ),
+    ] {
         let c = IntCounter::new(name, help)?;
-        c.inc_by(v.max(0.0) as u64);
-        reg.register(Box::new(c))
-    };
-    counter(
-        "mezzo_allocator_runs_total",
-        "Allocation rounds run",
-        num(metrics, "allocator/mesos/allocation_runs"),
-    )?;
-    counter(
-        "mezzo_master_agent_registrations_total",
-        "Agent registrations",
-        num(metrics, "master/slave_registrations"),
-    )?;
-    counter(
-        "mezzo_master_agent_reregistrations_total",
-        "Agent re-registrations",
-        num(metrics, "master/slave_reregistrations"),
-    )?;
-    counter(
-        "mezzo_master_agent_removals_total",
-        "Agents marked unreachable",
-        num(metrics, "master/slave_removals"),
-    )?;
-    counter(
-        "mezzo_master_invalid_launches_total",
-        "Tasks refused at launch (TASK_ERROR, TASK_DROPPED, TASK_LOST)",
-        num(metrics, "master/invalid_launches"),
-    )?;
-    // Per-framework allocation: what operators chart to see who holds what.
+        c.inc_by(num(metrics, key).max(0.0) as u64);
+        register(reg, c)?;
+    }
+    Ok(())
+}
+
+/// Per-framework allocation: what operators chart to see who holds what.
+fn framework_gauges(reg: &Registry, snap: &Snapshot) -> Result<(), prometheus::Error> {
+    let labels = ["framework_id", "framework_name", "role", "resource"];
     let fw_used = GaugeVec::new(
         Opts::new(
             "mezzo_framework_resources_used",
             "Resources used by a framework's tasks",
         ),
-        &["framework_id", "framework_name", "role", "resource"],
+        &labels,
     )?;
     let fw_offered = GaugeVec::new(
         Opts::new(
             "mezzo_framework_resources_offered",
             "Resources offered to a framework and not yet answered",
         ),
-        &["framework_id", "framework_name", "role", "resource"],
+        &labels,
     )?;
-    for f in state
-        .get("frameworks")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let s = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let (id, name, role) = (s("id"), s("name"), s("role"));
+    for f in snap.frameworks.values() {
         for r in ["cpus", "mem", "disk"] {
-            let labels = [id.as_str(), name.as_str(), role.as_str(), r];
-            fw_used
-                .with_label_values(&labels)
-                .set(f.get("used_resources").map(|u| num(u, r)).unwrap_or(0.0));
-            fw_offered
-                .with_label_values(&labels)
-                .set(f.get("offered_resources").map(|u| num(u, r)).unwrap_or(0.0));
+            let l = [f.id.as_str(), f.info.name.as_str(), f.role.as_str(), r];
+            fw_used.with_label_values(&l).set(f.used.scalar(r));
+            fw_offered.with_label_values(&l).set(f.offered.scalar(r));
         }
     }
-    reg.register(Box::new(fw_used))?;
-    reg.register(Box::new(fw_offered))?;
-    let mut families = reg.gather();
-    families.extend(HISTOGRAMS.registry.gather());
-    families.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut buf = Vec::new();
-    TextEncoder::new().encode(&families, &mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    register(reg, fw_used)?;
+    register(reg, fw_offered)
 }
 
 #[cfg(test)]
@@ -382,14 +409,49 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text_with_histograms() {
+        use crate::sim::{task, Sim};
+        use mezzo_proto::v1;
         let mut t = Timings::default();
         t.offer_accept(0.01);
-        let metrics = json!({"master/elected": 1, "master/tasks_running": 2, "master/messages_decline_offers": 3});
-        let state = json!({"frameworks": [{"id": "f1", "name": "n \"q\"", "role": "*", "used_resources": {"cpus": 1.0}}]});
-        let text = render(&state, &metrics).unwrap();
+        let mut sim = Sim::new(crate::config::MasterConfig::default(), 2);
+        sim.add_agent("a", "cpus:4;mem:1024").unwrap();
+        sim.frameworks.insert(
+            "n".into(),
+            crate::sim::SimFramework {
+                info: v1::FrameworkInfo {
+                    name: "n \"q\"".into(),
+                    roles: vec!["*".into()],
+                    ..Default::default()
+                },
+                auto_ack: true,
+                ..Default::default()
+            },
+        );
+        let f = sim.subscribe("n", "*").unwrap();
+        sim.allocate();
+        let offer = sim.frameworks["n"].offers.keys().next().cloned().unwrap();
+        sim.launch(
+            "n",
+            &offer,
+            vec![task("t1", "cpus:1"), task("t2", "cpus:1")],
+        )
+        .unwrap();
+        for _ in 0..3 {
+            sim.call(crate::state::Call::Decline(v1::DeclineRequest {
+                framework_id: f.clone(),
+                offer_ids: vec!["gone".into()],
+                filters: None,
+            }))
+            .unwrap();
+        }
+        let text = render(&Snapshot::of(&sim.master)).unwrap();
         assert!(text.contains("# TYPE mezzo_offer_accept_latency_seconds histogram"));
         assert!(text.contains("mezzo_master_tasks{state=\"TASK_RUNNING\"} 2"));
         assert!(text.contains("mezzo_master_messages_total{type=\"decline_offers\"} 3"));
         assert!(text.contains("# HELP mezzo_master_elected"));
+        assert!(text.contains("mezzo_master_elected 1"));
+        assert!(text.contains(&format!(
+            "mezzo_framework_resources_used{{framework_id=\"{f}\",framework_name=\"n \\\"q\\\"\",resource=\"cpus\",role=\"*\"}} 2"
+        )));
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! Reads come from the snapshot the actor publishes; nothing here locks
 //! state. The endpoint documents (`/master/state-summary`, `/master/tasks`,
-//! `/master/roles`...) are pure functions of the published `/master/state`
-//! document, unit tested below. The only write, `/master/teardown`, goes to
-//! the actor as a command like any scheduler call.
+//! `/master/roles`...) are rendered from the typed snapshot by
+//! [`crate::view`]; the handlers here only pick the document and the status.
+//! The only write, `/master/teardown`, goes to the actor as a command like
+//! any scheduler call.
 //!
 //! The dashboard is three static files compiled into the binary; it reads
 //! the same endpoints an operator's tools read. A browser cannot reach an
@@ -15,7 +16,7 @@
 
 pub(crate) mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -24,13 +25,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::actor::Command;
 use crate::grpc::Handle;
 use crate::state::Call;
-use crate::view::Snapshot;
+use crate::view::{
+    frameworks_doc, roles_doc, slaves_doc, state_summary_doc, tasks_doc, Snapshot, TasksQuery,
+};
 use common::leader_redirect;
 
 #[derive(Clone)]
@@ -98,8 +101,9 @@ async fn version() -> Json<Value> {
     }))
 }
 
-/// The leader's state document, or the redirect a standby answers with.
-fn leader_state(s: &AppState, uri: &Uri) -> Result<std::sync::Arc<Value>, Box<Response>> {
+/// The leader's snapshot (an O(1) clone, so rendering never holds the
+/// watch lock), or the redirect a standby answers with.
+fn leader_snapshot(s: &AppState, uri: &Uri) -> Result<Snapshot, Box<Response>> {
     let path = uri
         .path_and_query()
         .map(|p| p.as_str())
@@ -107,13 +111,12 @@ fn leader_state(s: &AppState, uri: &Uri) -> Result<std::sync::Arc<Value>, Box<Re
     if let Some(r) = leader_redirect(&s.snapshot, path) {
         return Err(Box::new(r));
     }
-    let snap = s.snapshot.borrow().clone();
-    Ok(std::sync::Arc::new(snap.state()))
+    Ok(s.snapshot.borrow().clone())
 }
 
 async fn state(State(s): State<AppState>, uri: Uri) -> Response {
-    match leader_state(&s, &uri) {
-        Ok(st) => Json(st.as_ref().clone()).into_response(),
+    match leader_snapshot(&s, &uri) {
+        Ok(snap) => Json(snap.state()).into_response(),
         Err(r) => *r,
     }
 }
@@ -126,8 +129,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 /// Prometheus text format (`mezzo_*` names).
 async fn prometheus(State(s): State<AppState>) -> Response {
     let snap = s.snapshot.borrow().clone();
-    let (state, metrics) = (snap.state(), snap.metrics());
-    match crate::metrics::render(&state, &metrics) {
+    match crate::metrics::render(&snap) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -157,355 +159,8 @@ async fn redirect(State(s): State<AppState>) -> Response {
     }
 }
 
-// ------------------------------------------------------------ documents
-
-fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-/// Every task in the document with the framework list it came from:
-/// live, unreachable and completed, of live and completed frameworks.
-fn all_tasks(state: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    for list in ["frameworks", "completed_frameworks"] {
-        for f in arr(state, list) {
-            for key in ["tasks", "unreachable_tasks", "completed_tasks"] {
-                out.extend(arr(f, key).iter());
-            }
-        }
-    }
-    out
-}
-
-const SUMMARY_STATES: [&str; 10] = [
-    "TASK_STAGING",
-    "TASK_STARTING",
-    "TASK_RUNNING",
-    "TASK_KILLING",
-    "TASK_FINISHED",
-    "TASK_KILLED",
-    "TASK_FAILED",
-    "TASK_LOST",
-    "TASK_ERROR",
-    "TASK_UNREACHABLE",
-];
-
-/// `/master/state-summary`: agents and frameworks with task counts per state.
-pub(crate) fn state_summary_doc(state: &Value) -> Value {
-    let tasks = all_tasks(state);
-    let counts = |pred: &dyn Fn(&Value) -> bool| {
-        let mut m = Map::new();
-        for s in SUMMARY_STATES {
-            m.insert(s.into(), json!(0));
-        }
-        for t in tasks.iter().filter(|t| pred(t)) {
-            let st = str_of(t, "state");
-            let n = m.get(st).and_then(Value::as_u64).unwrap_or(0);
-            m.insert(st.to_string(), json!(n + 1));
-        }
-        m
-    };
-    let slaves: Vec<Value> = arr(state, "slaves")
-        .iter()
-        .map(|a| {
-            let id = str_of(a, "id");
-            let mut m = Map::new();
-            for k in [
-                "id",
-                "pid",
-                "hostname",
-                "port",
-                "registered_time",
-                "reregistered_time",
-                "resources",
-                "used_resources",
-                "offered_resources",
-                "reserved_resources",
-                "unreserved_resources",
-                "attributes",
-                "active",
-                "version",
-                "capabilities",
-            ] {
-                if let Some(v) = a.get(k) {
-                    m.insert(k.into(), v.clone());
-                }
-            }
-            m.extend(counts(&|t| str_of(t, "slave_id") == id));
-            let fws: BTreeSet<&str> = tasks
-                .iter()
-                .filter(|t| {
-                    str_of(t, "slave_id") == id
-                        && !mezzo_proto::is_terminal_name(str_of(t, "state"))
-                })
-                .map(|t| str_of(t, "framework_id"))
-                .collect();
-            m.insert("framework_ids".into(), json!(fws));
-            Value::Object(m)
-        })
-        .collect();
-    let frameworks: Vec<Value> = arr(state, "frameworks")
-        .iter()
-        .map(|f| {
-            let id = str_of(f, "id");
-            let mut m = Map::new();
-            for k in [
-                "id",
-                "name",
-                "pid",
-                "used_resources",
-                "offered_resources",
-                "capabilities",
-                "hostname",
-                "webui_url",
-                "active",
-                "connected",
-                "role",
-                "roles",
-            ] {
-                if let Some(v) = f.get(k) {
-                    m.insert(k.into(), v.clone());
-                }
-            }
-            m.extend(counts(&|t| str_of(t, "framework_id") == id));
-            let agents: BTreeSet<&str> = arr(f, "tasks")
-                .iter()
-                .map(|t| str_of(t, "slave_id"))
-                .collect();
-            m.insert("slave_ids".into(), json!(agents));
-            Value::Object(m)
-        })
-        .collect();
-    json!({
-        "hostname": state.get("hostname").cloned().unwrap_or(Value::Null),
-        "cluster": state.get("cluster").cloned().unwrap_or(json!("")),
-        "slaves": slaves,
-        "frameworks": frameworks,
-    })
-}
-
-/// Mesos' `*_full` resource arrays from the flat `{"cpus": 1, "ports": "[..]"}` form.
-fn resources_full(flat: Option<&Value>) -> Value {
-    let mut out = Vec::new();
-    if let Some(m) = flat.and_then(Value::as_object) {
-        for (name, v) in m {
-            match v {
-                Value::Number(n) => {
-                    let x = n.as_f64().unwrap_or(0.0);
-                    if x > 0.0 {
-                        out.push(json!({"name": name, "type": "SCALAR", "scalar": {"value": x}, "role": "*"}));
-                    }
-                }
-                Value::String(s) => {
-                    let ranges: Vec<Value> = s
-                        .trim_matches(|c| c == '[' || c == ']')
-                        .split(',')
-                        .filter_map(|r| {
-                            let (b, e) = r.trim().split_once('-')?;
-                            Some(json!({"begin": b.trim().parse::<u64>().ok()?, "end": e.trim().parse::<u64>().ok()?}))
-                        })
-                        .collect();
-                    out.push(json!({"name": name, "type": "RANGES", "ranges": {"range": ranges}, "role": "*"}));
-                }
-                _ => {}
-            }
-        }
-    }
-    Value::Array(out)
-}
-
-/// `/master/slaves`: agents with Mesos' `*_full` resource arrays.
-pub(crate) fn slaves_doc(state: &Value, slave_id: Option<&str>) -> Value {
-    let slaves: Vec<Value> = arr(state, "slaves")
-        .iter()
-        .filter(|a| slave_id.is_none_or(|id| str_of(a, "id") == id))
-        .map(|a| {
-            let mut a = a.clone();
-            if let Some(m) = a.as_object_mut() {
-                for k in [
-                    "used_resources",
-                    "offered_resources",
-                    "unreserved_resources",
-                ] {
-                    let full = resources_full(m.get(k));
-                    m.insert(format!("{k}_full"), full);
-                }
-                m.insert("reserved_resources_full".into(), json!({}));
-            }
-            a
-        })
-        .collect();
-    json!({
-        "slaves": slaves,
-        "recovered_slaves": state.get("recovered_slaves").cloned().unwrap_or(json!([])),
-    })
-}
-
-/// `/master/frameworks`.
-pub(crate) fn frameworks_doc(state: &Value, framework_id: Option<&str>) -> Value {
-    let pick = |key: &str| -> Vec<Value> {
-        arr(state, key)
-            .iter()
-            .filter(|f| framework_id.is_none_or(|id| str_of(f, "id") == id))
-            .cloned()
-            .collect()
-    };
-    json!({
-        "frameworks": pick("frameworks"),
-        "completed_frameworks": pick("completed_frameworks"),
-        "unregistered_frameworks": [],
-    })
-}
-
-/// Query of `/master/tasks`.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(crate) struct TasksQuery {
-    limit: Option<String>,
-    offset: Option<String>,
-    order: Option<String>,
-    framework_id: Option<String>,
-    task_id: Option<String>,
-}
-
-fn start_time(t: &Value) -> f64 {
-    arr(t, "statuses")
-        .first()
-        .and_then(|s| s.get("timestamp"))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0)
-}
-
-/// `/master/tasks?limit=&offset=&order=asc|des`: tasks sorted by start
-/// time, newest first by default, 100 per page (Mesos' defaults).
-pub(crate) fn tasks_doc(state: &Value, q: &TasksQuery) -> Result<Value, String> {
-    let parse = |name: &str, v: &Option<String>, default: usize| -> Result<usize, String> {
-        match v.as_deref() {
-            None | Some("") => Ok(default),
-            Some(s) => s.parse::<usize>().map_err(|_| {
-                format!("Failed to parse '{name}': '{s}' is not a non-negative integer")
-            }),
-        }
-    };
-    let limit = parse("limit", &q.limit, 100)?;
-    let offset = parse("offset", &q.offset, 0)?;
-    let descending = match q.order.as_deref() {
-        None | Some("") | Some("des") | Some("desc") => true,
-        Some("asc") => false,
-        Some(o) => {
-            return Err(format!(
-                "Failed to parse 'order': '{o}' is not 'asc' or 'des'"
-            ))
-        }
-    };
-    let mut tasks: Vec<&Value> = all_tasks(state)
-        .into_iter()
-        .filter(|t| {
-            q.framework_id
-                .as_deref()
-                .is_none_or(|f| str_of(t, "framework_id") == f)
-                && q.task_id.as_deref().is_none_or(|id| str_of(t, "id") == id)
-        })
-        .collect();
-    tasks.sort_by(|a, b| {
-        start_time(a)
-            .total_cmp(&start_time(b))
-            .then_with(|| str_of(a, "id").cmp(str_of(b, "id")))
-    });
-    if descending {
-        tasks.reverse();
-    }
-    let page: Vec<Value> = tasks
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .cloned()
-        .collect();
-    Ok(json!({ "tasks": page }))
-}
-
-fn add_flat(into: &mut Map<String, Value>, from: Option<&Value>) {
-    let Some(m) = from.and_then(Value::as_object) else {
-        return;
-    };
-    for (k, v) in m {
-        if let Some(x) = v.as_f64() {
-            let cur = into.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-            into.insert(k.clone(), json!(cur + x));
-        }
-    }
-}
-
-/// `/master/roles`: roles that have frameworks or a weight, with their
-/// weight, frameworks and allocation.
-pub(crate) fn roles_doc(state: &Value) -> Value {
-    let mut weights: BTreeMap<String, f64> = BTreeMap::new();
-    let flag = state
-        .get("flags")
-        .and_then(|f| f.get("weights"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    for part in flag.split(',').filter(|p| !p.is_empty()) {
-        if let Some((r, w)) = part.split_once('=') {
-            weights.insert(r.to_string(), w.parse().unwrap_or(1.0));
-        }
-    }
-    struct Role {
-        frameworks: Vec<String>,
-        allocated: Map<String, Value>,
-        offered: Map<String, Value>,
-    }
-    let mut roles: BTreeMap<String, Role> = BTreeMap::new();
-    for r in weights.keys() {
-        roles.insert(
-            r.clone(),
-            Role {
-                frameworks: vec![],
-                allocated: Map::new(),
-                offered: Map::new(),
-            },
-        );
-    }
-    for f in arr(state, "frameworks") {
-        let role = match str_of(f, "role") {
-            "" => "*",
-            r => r,
-        };
-        let e = roles.entry(role.to_string()).or_insert_with(|| Role {
-            frameworks: vec![],
-            allocated: Map::new(),
-            offered: Map::new(),
-        });
-        e.frameworks.push(str_of(f, "id").to_string());
-        add_flat(&mut e.allocated, f.get("used_resources"));
-        add_flat(&mut e.offered, f.get("offered_resources"));
-    }
-    let list: Vec<Value> = roles
-        .into_iter()
-        .map(|(name, r)| {
-            json!({
-                "name": name,
-                "weight": weights.get(&name).copied().unwrap_or(1.0),
-                "frameworks": r.frameworks,
-                "resources": r.allocated,
-                "allocated": r.allocated,
-                "offered": r.offered,
-                "reserved": {},
-                "quota": {"role": name, "guarantee": {}, "limit": {}, "consumed": r.allocated},
-            })
-        })
-        .collect();
-    json!({ "roles": list })
-}
-
 async fn state_summary(State(s): State<AppState>, uri: Uri) -> Response {
-    match leader_state(&s, &uri) {
+    match leader_snapshot(&s, &uri) {
         Ok(st) => Json(state_summary_doc(&st)).into_response(),
         Err(r) => *r,
     }
@@ -516,7 +171,7 @@ async fn frameworks(
     uri: Uri,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    match leader_state(&s, &uri) {
+    match leader_snapshot(&s, &uri) {
         Ok(st) => Json(frameworks_doc(
             &st,
             q.get("framework_id").map(String::as_str),
@@ -532,14 +187,14 @@ async fn slaves(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     let id = q.get("slave_id").or_else(|| q.get("agent_id"));
-    match leader_state(&s, &uri) {
+    match leader_snapshot(&s, &uri) {
         Ok(st) => Json(slaves_doc(&st, id.map(String::as_str))).into_response(),
         Err(r) => *r,
     }
 }
 
 async fn tasks(State(s): State<AppState>, uri: Uri, Query(q): Query<TasksQuery>) -> Response {
-    match leader_state(&s, &uri) {
+    match leader_snapshot(&s, &uri) {
         Ok(st) => match tasks_doc(&st, &q) {
             Ok(v) => Json(v).into_response(),
             Err(m) => (StatusCode::BAD_REQUEST, m).into_response(),
@@ -549,7 +204,7 @@ async fn tasks(State(s): State<AppState>, uri: Uri, Query(q): Query<TasksQuery>)
 }
 
 async fn roles(State(s): State<AppState>, uri: Uri) -> Response {
-    match leader_state(&s, &uri) {
+    match leader_snapshot(&s, &uri) {
         Ok(st) => Json(roles_doc(&st)).into_response(),
         Err(r) => *r,
     }
@@ -760,121 +415,6 @@ async fn agent_proxy(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn doc() -> Value {
-        json!({
-            "hostname": "m1",
-            "flags": {"weights": "prod=2.5"},
-            "slaves": [
-                {"id": "S0", "hostname": "h", "port": 5051, "resources": {"cpus": 4.0, "mem": 1024.0, "ports": "[31000-31005, 31010-31020]"},
-                 "used_resources": {"cpus": 1.0, "mem": 0.0}, "offered_resources": {}, "unreserved_resources": {"cpus": 4.0}}
-            ],
-            "frameworks": [
-                {"id": "F1", "name": "one", "role": "prod", "used_resources": {"cpus": 1.0, "mem": 64.0}, "offered_resources": {"cpus": 3.0},
-                 "tasks": [
-                    {"id": "a", "framework_id": "F1", "slave_id": "S0", "state": "TASK_RUNNING", "statuses": [{"state": "TASK_STAGING", "timestamp": 10.0}]},
-                    {"id": "b", "framework_id": "F1", "slave_id": "S0", "state": "TASK_STAGING", "statuses": [{"state": "TASK_STAGING", "timestamp": 30.0}]}
-                 ],
-                 "unreachable_tasks": [],
-                 "completed_tasks": [
-                    {"id": "c", "framework_id": "F1", "slave_id": "S0", "state": "TASK_FINISHED", "statuses": [{"state": "TASK_STAGING", "timestamp": 20.0}]}
-                 ]}
-            ],
-            "completed_frameworks": [
-                {"id": "F0", "name": "old", "role": "*", "tasks": [], "completed_tasks": [
-                    {"id": "z", "framework_id": "F0", "slave_id": "S0", "state": "TASK_KILLED", "statuses": [{"state": "TASK_STAGING", "timestamp": 1.0}]}
-                ]}
-            ]
-        })
-    }
-
-    #[test]
-    fn summary_counts_tasks_per_agent_and_framework() {
-        let s = state_summary_doc(&doc());
-        assert_eq!(s["slaves"][0]["TASK_RUNNING"], 1);
-        assert_eq!(s["slaves"][0]["TASK_KILLED"], 1);
-        assert_eq!(s["slaves"][0]["framework_ids"], json!(["F1"]));
-        assert_eq!(s["frameworks"][0]["TASK_FINISHED"], 1);
-        assert_eq!(s["frameworks"][0]["TASK_STAGING"], 1);
-        assert_eq!(s["frameworks"][0]["slave_ids"], json!(["S0"]));
-        assert_eq!(s["hostname"], "m1");
-    }
-
-    #[test]
-    fn tasks_page_and_order_by_start_time() {
-        let ids = |v: Value| -> Vec<String> {
-            v["tasks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["id"].as_str().unwrap().to_string())
-                .collect()
-        };
-        let d = doc();
-        assert_eq!(
-            ids(tasks_doc(&d, &TasksQuery::default()).unwrap()),
-            ["b", "c", "a", "z"]
-        );
-        let q = TasksQuery {
-            order: Some("asc".into()),
-            limit: Some("2".into()),
-            offset: Some("1".into()),
-            ..Default::default()
-        };
-        assert_eq!(ids(tasks_doc(&d, &q).unwrap()), ["a", "c"]);
-        let q = TasksQuery {
-            framework_id: Some("F0".into()),
-            ..Default::default()
-        };
-        assert_eq!(ids(tasks_doc(&d, &q).unwrap()), ["z"]);
-        let bad = TasksQuery {
-            limit: Some("-1".into()),
-            ..Default::default()
-        };
-        assert!(tasks_doc(&d, &bad).is_err());
-        let bad = TasksQuery {
-            order: Some("sideways".into()),
-            ..Default::default()
-        };
-        assert!(tasks_doc(&d, &bad).is_err());
-    }
-
-    #[test]
-    fn roles_include_weights_and_allocation() {
-        let r = roles_doc(&doc());
-        let prod = r["roles"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "prod")
-            .unwrap()
-            .clone();
-        assert_eq!(prod["weight"], 2.5);
-        assert_eq!(prod["frameworks"], json!(["F1"]));
-        assert_eq!(prod["resources"]["cpus"], 1.0);
-        assert_eq!(prod["offered"]["cpus"], 3.0);
-    }
-
-    #[test]
-    fn slaves_have_full_resource_arrays() {
-        let s = slaves_doc(&doc(), None);
-        let full = &s["slaves"][0]["unreserved_resources_full"];
-        assert_eq!(full[0]["name"], "cpus");
-        assert_eq!(full[0]["scalar"]["value"], 4.0);
-        let res = resources_full(Some(&json!({"ports": "[31000-31005, 31010-31020]"})));
-        assert_eq!(
-            res[0]["ranges"]["range"][1],
-            json!({"begin": 31010, "end": 31020})
-        );
-        assert_eq!(slaves_doc(&doc(), Some("nope"))["slaves"], json!([]));
-    }
-
-    #[test]
-    fn frameworks_filter_by_id() {
-        let f = frameworks_doc(&doc(), Some("F0"));
-        assert_eq!(f["frameworks"], json!([]));
-        assert_eq!(f["completed_frameworks"][0]["id"], "F0");
-    }
 
     #[test]
     fn form_bodies_decode() {

@@ -93,8 +93,10 @@ fn summary_entry(full: Value, keys: &[&str], tasks: &[&Task]) -> Map<String, Val
         .iter()
         .filter_map(|k| full.remove(*k).map(|v| (k.to_string(), v)))
         .collect();
-    let mut counts: BTreeMap<&str, u64> =
-        SUMMARY_STATES.iter().map(|s| (s.as_str_name(), 0)).collect();
+    let mut counts: BTreeMap<&str, u64> = SUMMARY_STATES
+        .iter()
+        .map(|s| (s.as_str_name(), 0))
+        .collect();
     for t in tasks {
         *counts.entry(t.state.as_str_name()).or_default() += 1;
     }
@@ -160,7 +162,9 @@ pub(crate) fn resources_full(r: &Resources) -> Value {
     for (name, v) in r.mesos_flat() {
         match v {
             FlatValue::Number(x) if x > 0.0 => {
-                out.push(json!({"name": name, "type": "SCALAR", "scalar": {"value": x}, "role": "*"}));
+                out.push(
+                    json!({"name": name, "type": "SCALAR", "scalar": {"value": x}, "role": "*"}),
+                );
             }
             FlatValue::Number(_) => {}
             FlatValue::Text(_) => {
@@ -254,7 +258,9 @@ pub(crate) fn tasks_doc(snap: &Snapshot, q: &TasksQuery) -> Result<Value, String
     let mut tasks: Vec<&Task> = all_tasks(snap)
         .into_iter()
         .filter(|t| {
-            q.framework_id.as_deref().is_none_or(|f| t.framework_id == f)
+            q.framework_id
+                .as_deref()
+                .is_none_or(|f| t.framework_id == f)
                 && q.task_id.as_deref().is_none_or(|id| t.info.task_id == id)
         })
         .collect();
@@ -326,4 +332,160 @@ pub(crate) fn roles_doc(snap: &Snapshot) -> Value {
         })
         .collect();
     json!({ "roles": list })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::MasterConfig;
+    use crate::sim::{task, Sim};
+    use crate::state::Call;
+
+    /// Agent `s0`; framework "old" (role `*`) torn down with its task z
+    /// (started at 1 s, so TASK_KILLED); framework "one" (role prod, weight
+    /// 2.5) with a (running, started at 10 s), c (finished, 20 s), b
+    /// (staging, 30 s) and the rest of the agent offered.
+    struct Doc {
+        snap: Snapshot,
+        agent: String,
+        old: String,
+        one: String,
+    }
+
+    fn doc() -> Doc {
+        let mut config = MasterConfig::default();
+        config.weights.insert("prod".into(), 2.5);
+        let mut sim = Sim::new(config, 5);
+        let agent = sim
+            .add_agent("s0", "cpus:4;mem:1024;ports:[31000-31005,31010-31020]")
+            .unwrap();
+        let at = |sim: &mut Sim, secs: u64| sim.now = Duration::from_secs(secs);
+        at(&mut sim, 1);
+        let old = sim.subscribe("old", "*").unwrap();
+        let launch = |sim: &mut Sim, name: &str, t: &str, res: &str| {
+            sim.allocate();
+            let offer = sim.frameworks[name].offers.keys().next().cloned().unwrap();
+            sim.launch(name, &offer, vec![task(t, res)]).unwrap();
+        };
+        launch(&mut sim, "old", "z", "cpus:1");
+        sim.call(Call::Teardown(mezzo_proto::v1::TeardownRequest {
+            framework_id: old.clone(),
+        }))
+        .unwrap();
+        let one = sim.subscribe("one", "prod").unwrap();
+        at(&mut sim, 10);
+        launch(&mut sim, "one", "a", "cpus:0.5;mem:32");
+        at(&mut sim, 20);
+        launch(&mut sim, "one", "c", "cpus:0.1");
+        sim.agent_update("s0", &one, "c", TaskState::TaskFinished);
+        at(&mut sim, 30);
+        if let Some(a) = sim.agents.get_mut("s0") {
+            a.auto_run = false;
+        }
+        launch(&mut sim, "one", "b", "cpus:0.5;mem:32");
+        // Past the default refuse filter of the accepted offers.
+        at(&mut sim, 40);
+        sim.allocate();
+        Doc {
+            snap: Snapshot::of(&sim.master),
+            agent,
+            old,
+            one,
+        }
+    }
+
+    #[test]
+    fn summary_counts_tasks_per_agent_and_framework() {
+        let d = doc();
+        let s = state_summary_doc(&d.snap);
+        assert_eq!(s["slaves"][0]["TASK_RUNNING"], 1);
+        assert_eq!(s["slaves"][0]["TASK_KILLED"], 1);
+        assert_eq!(s["slaves"][0]["framework_ids"], json!([d.one]));
+        assert_eq!(s["frameworks"][0]["TASK_FINISHED"], 1);
+        assert_eq!(s["frameworks"][0]["TASK_STAGING"], 1);
+        assert_eq!(s["frameworks"][0]["slave_ids"], json!([d.agent]));
+        assert_eq!(s["hostname"], "sim");
+    }
+
+    #[test]
+    fn tasks_page_and_order_by_start_time() {
+        let ids = |v: Value| -> Vec<String> {
+            v["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let d = doc();
+        let snap = &d.snap;
+        assert_eq!(
+            ids(tasks_doc(snap, &TasksQuery::default()).unwrap()),
+            ["b", "c", "a", "z"]
+        );
+        let q = TasksQuery {
+            order: Some("asc".into()),
+            limit: Some("2".into()),
+            offset: Some("1".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(tasks_doc(snap, &q).unwrap()), ["a", "c"]);
+        let q = TasksQuery {
+            framework_id: Some(d.old.clone()),
+            ..Default::default()
+        };
+        assert_eq!(ids(tasks_doc(snap, &q).unwrap()), ["z"]);
+        let bad = TasksQuery {
+            limit: Some("-1".into()),
+            ..Default::default()
+        };
+        assert!(tasks_doc(snap, &bad).is_err());
+        let bad = TasksQuery {
+            order: Some("sideways".into()),
+            ..Default::default()
+        };
+        assert!(tasks_doc(snap, &bad).is_err());
+    }
+
+    #[test]
+    fn roles_include_weights_and_allocation() {
+        let d = doc();
+        let r = roles_doc(&d.snap);
+        let prod = r["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "prod")
+            .unwrap()
+            .clone();
+        assert_eq!(prod["weight"], 2.5);
+        assert_eq!(prod["frameworks"], json!([d.one]));
+        assert_eq!(prod["resources"]["cpus"], 1.0);
+        assert_eq!(prod["offered"]["cpus"], 3.0);
+    }
+
+    #[test]
+    fn slaves_have_full_resource_arrays() {
+        let d = doc();
+        let s = slaves_doc(&d.snap, None);
+        let full = &s["slaves"][0]["unreserved_resources_full"];
+        assert_eq!(full[0]["name"], "cpus");
+        assert_eq!(full[0]["scalar"]["value"], 4.0);
+        let res = resources_full(&Resources::parse("ports:[31000-31005,31010-31020]").unwrap());
+        assert_eq!(
+            res[0]["ranges"]["range"][1],
+            json!({"begin": 31010, "end": 31020})
+        );
+        assert_eq!(slaves_doc(&d.snap, Some("nope"))["slaves"], json!([]));
+    }
+
+    #[test]
+    fn frameworks_filter_by_id() {
+        let d = doc();
+        let f = frameworks_doc(&d.snap, Some(&d.old));
+        assert_eq!(f["frameworks"], json!([]));
+        assert_eq!(f["completed_frameworks"][0]["id"], d.old.as_str());
+    }
 }

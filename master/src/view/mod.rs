@@ -5,7 +5,9 @@
 //! (`imbl`) clones of the core's, so publishing costs O(1) and never copies
 //! the cluster; JSON is rendered here, on the reader's task, on read.
 
+mod docs;
 mod metrics;
+mod operator;
 mod state;
 mod v1_json;
 
@@ -17,7 +19,11 @@ use mezzo_proto::v1;
 use crate::config::MasterConfig;
 use crate::state::{Agent, Framework, Master, Metrics, OfferRec};
 
+pub(crate) use docs::{
+    frameworks_doc, roles_doc, slaves_doc, state_summary_doc, tasks_doc, TasksQuery,
+};
 pub(crate) use metrics::metrics_json;
+pub(crate) use operator::operator_response;
 pub(crate) use state::{flags_json, master_info_json, state_json};
 pub(crate) use v1_json::{attribute_json, id_json, resource_json, status_json};
 
