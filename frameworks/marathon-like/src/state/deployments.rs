@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// What the changes of one deployment did, for planning its steps.
+#[derive(Default)]
+struct Applied {
+    /// The apps before the change (`None`: did not exist), for rollback.
+    original: BTreeMap<String, Option<App>>,
+    /// Apps removed.
+    stops: Vec<String>,
+    /// Apps created.
+    starts: Vec<String>,
+    /// Apps to scale or restart, with the action.
+    later: Vec<(String, &'static str)>,
+    /// New definitions by app id.
+    targets: BTreeMap<String, App>,
+}
+
 impl Core {
     /// Deployments that change `app_id`.
     pub fn deployments_of(&self, app_id: &str) -> Vec<String> {
@@ -103,138 +118,12 @@ impl Core {
             }
         }
         let version = timestamp(now);
-        let mut original = BTreeMap::new();
-        let mut stops = Vec::new();
-        let mut starts = Vec::new();
-        let mut later: Vec<(String, &'static str)> = Vec::new();
-        let mut targets: BTreeMap<String, App> = BTreeMap::new();
+        let mut acc = Applied::default();
         for change in changes {
-            let before = self.apps.get(&change.id).map(|r| r.app.clone());
-            original.insert(change.id.clone(), before.clone());
-            match change.app {
-                None => {
-                    if self.apps.remove(&change.id).is_some() {
-                        stops.push(change.id.clone());
-                        self.dirty.apps.insert(change.id.clone());
-                        self.delays.remove(&change.id);
-                        self.event("app_terminated_event", json!({"appId": change.id}), now);
-                    }
-                }
-                Some(mut app) => {
-                    app.id = change.id.clone();
-                    self.assign_service_ports(&mut app, before.as_ref());
-                    let restart = before.as_ref().is_none_or(|b| b.needs_restart(&app));
-                    let config_version = match (&before, change.restore) {
-                        (_, true) => app.config_version().to_string(),
-                        (Some(b), false) if !restart => b.config_version().to_string(),
-                        _ => version.clone(),
-                    };
-                    let config_version = if config_version.is_empty() {
-                        version.clone()
-                    } else {
-                        config_version
-                    };
-                    app.version = Some(version.clone());
-                    app.version_info = Some(model::VersionInfo {
-                        last_scaling_at: version.clone(),
-                        last_config_change_at: config_version.clone(),
-                    });
-                    let action = match &before {
-                        None => {
-                            starts.push(change.id.clone());
-                            "ScaleApplication"
-                        }
-                        Some(b) if b.config_version() != config_version => {
-                            self.delays.remove(&change.id);
-                            "RestartApplication"
-                        }
-                        Some(_) => "ScaleApplication",
-                    };
-                    let changed = before.as_ref().is_none_or(|b| {
-                        b.instances != app.instances || b.config_version() != config_version
-                    });
-                    if changed {
-                        later.push((change.id.clone(), action));
-                    }
-                    let record = self
-                        .apps
-                        .entry(change.id.clone())
-                        .or_insert_with(|| AppRecord {
-                            app: app.clone(),
-                            versions: BTreeMap::new(),
-                        });
-                    record.app = app.clone();
-                    record.versions.insert(version.clone(), app.clone());
-                    while record.versions.len() > 50 {
-                        let Some(first) = record.versions.keys().next().cloned() else {
-                            break;
-                        };
-                        record.versions.remove(&first);
-                    }
-                    self.dirty.apps.insert(change.id.clone());
-                    targets.insert(change.id.clone(), app);
-                }
-            }
+            self.apply_change(change, &version, now, &mut acc);
         }
-        // Steps: stops, then starts, then scale/restart by dependency level.
-        let mut steps: Vec<Vec<Action>> = Vec::new();
-        if !stops.is_empty() {
-            steps.push(
-                stops
-                    .iter()
-                    .map(|a| Action {
-                        action: "StopApplication".into(),
-                        app: a.clone(),
-                    })
-                    .collect(),
-            );
-        }
-        if !starts.is_empty() {
-            steps.push(
-                starts
-                    .iter()
-                    .map(|a| Action {
-                        action: "StartApplication".into(),
-                        app: a.clone(),
-                    })
-                    .collect(),
-            );
-        }
-        let changed_ids: Vec<String> = later.iter().map(|(id, _)| id.clone()).collect();
-        let mut levels: BTreeMap<String, usize> = BTreeMap::new();
-        for _ in 0..=changed_ids.len() {
-            for id in &changed_ids {
-                let Some(app) = targets.get(id) else { continue };
-                let deps = self.dependencies_of(app);
-                let level = changed_ids
-                    .iter()
-                    .filter(|other| {
-                        *other != id
-                            && deps
-                                .iter()
-                                .any(|d| *other == d || other.starts_with(&format!("{d}/")))
-                    })
-                    .map(|other| levels.get(other).copied().unwrap_or(0) + 1)
-                    .max()
-                    .unwrap_or(0)
-                    .min(changed_ids.len());
-                levels.insert(id.clone(), level);
-            }
-        }
-        let max_level = levels.values().copied().max().unwrap_or(0);
-        for level in 0..=max_level {
-            let step: Vec<Action> = later
-                .iter()
-                .filter(|(id, _)| levels.get(id).copied().unwrap_or(0) == level)
-                .map(|(id, action)| Action {
-                    action: action.to_string(),
-                    app: id.clone(),
-                })
-                .collect();
-            if !step.is_empty() {
-                steps.push(step);
-            }
-        }
+        let steps = self.plan_steps(&acc);
+        let original = acc.original;
         let deployment = Deployment {
             id: self.ids.next_id(),
             version: version.clone(),
@@ -355,5 +244,199 @@ impl Core {
         self.deployments
             .iter()
             .any(|d| d.affected_apps.iter().any(|a| a == app_id))
+    }
+
+    /// Advances every deployment past its completed steps (`done`: which apps'
+    /// plans are complete) and retires the finished ones.
+    pub(super) fn advance_deployments(
+        &mut self,
+        done: &BTreeMap<String, bool>,
+        now: DateTime<Utc>,
+    ) {
+        let mut finished = Vec::new();
+        for idx in 0..self.deployments.len() {
+            loop {
+                let d = &self.deployments[idx];
+                let Some(step) = d.steps.get(d.current) else {
+                    break;
+                };
+                let complete = step.iter().all(|a| match a.action.as_str() {
+                    "StartApplication" => true,
+                    "StopApplication" => !self.instances.values().any(|i| i.app_id == a.app),
+                    _ => {
+                        !self.apps.contains_key(&a.app)
+                            || done.get(&a.app).copied().unwrap_or(false)
+                    }
+                });
+                if !complete {
+                    break;
+                }
+                let step_json = self.step_json(step);
+                let plan = self.plan_json(d);
+                self.deployments[idx].current += 1;
+                self.dirty
+                    .deployments
+                    .insert(self.deployments[idx].id.clone());
+                self.event(
+                    "deployment_step_success",
+                    json!({"plan": plan, "currentStep": step_json}),
+                    now,
+                );
+            }
+            let d = &self.deployments[idx];
+            if d.current >= d.steps.len() {
+                finished.push(d.id.clone());
+            }
+        }
+        for id in finished {
+            if let Some(pos) = self.deployments.iter().position(|d| d.id == id) {
+                let d = self.deployments.remove(pos);
+                info!(deployment.id = %d.id, "deployment finished");
+                self.dirty.deployments.insert(d.id.clone());
+                let plan = self.plan_json(&d);
+                self.event("deployment_success", json!({"id": d.id, "plan": plan}), now);
+            }
+        }
+    }
+
+    /// Applies one change of a deployment to the apps, noting in `acc` what the
+    /// plan must do about it.
+    fn apply_change(
+        &mut self,
+        change: Change,
+        version: &str,
+        now: DateTime<Utc>,
+        acc: &mut Applied,
+    ) {
+        let before = self.apps.get(&change.id).map(|r| r.app.clone());
+        acc.original.insert(change.id.clone(), before.clone());
+        match change.app {
+            None => {
+                if self.apps.remove(&change.id).is_some() {
+                    acc.stops.push(change.id.clone());
+                    self.dirty.apps.insert(change.id.clone());
+                    self.delays.remove(&change.id);
+                    self.event("app_terminated_event", json!({"appId": change.id}), now);
+                }
+            }
+            Some(mut app) => {
+                app.id = change.id.clone();
+                self.assign_service_ports(&mut app, before.as_ref());
+                let restart = before.as_ref().is_none_or(|b| b.needs_restart(&app));
+                let config_version = match (&before, change.restore) {
+                    (_, true) => app.config_version().to_string(),
+                    (Some(b), false) if !restart => b.config_version().to_string(),
+                    _ => version.to_string(),
+                };
+                let config_version = if config_version.is_empty() {
+                    version.to_string()
+                } else {
+                    config_version
+                };
+                app.version = Some(version.to_string());
+                app.version_info = Some(model::VersionInfo {
+                    last_scaling_at: version.to_string(),
+                    last_config_change_at: config_version.to_string(),
+                });
+                let action = match &before {
+                    None => {
+                        acc.starts.push(change.id.clone());
+                        "ScaleApplication"
+                    }
+                    Some(b) if b.config_version() != config_version => {
+                        self.delays.remove(&change.id);
+                        "RestartApplication"
+                    }
+                    Some(_) => "ScaleApplication",
+                };
+                let changed = before.as_ref().is_none_or(|b| {
+                    b.instances != app.instances || b.config_version() != config_version
+                });
+                if changed {
+                    acc.later.push((change.id.clone(), action));
+                }
+                let record = self
+                    .apps
+                    .entry(change.id.clone())
+                    .or_insert_with(|| AppRecord {
+                        app: app.clone(),
+                        versions: BTreeMap::new(),
+                    });
+                record.app = app.clone();
+                record.versions.insert(version.to_string(), app.clone());
+                while record.versions.len() > 50 {
+                    let Some(first) = record.versions.keys().next().cloned() else {
+                        break;
+                    };
+                    record.versions.remove(&first);
+                }
+                self.dirty.apps.insert(change.id.clone());
+                acc.targets.insert(change.id.clone(), app);
+            }
+        }
+    }
+
+    /// Steps: stops, then starts, then scale/restart by dependency level.
+    fn plan_steps(&self, acc: &Applied) -> Vec<Vec<Action>> {
+        let (stops, starts, later, targets) = (&acc.stops, &acc.starts, &acc.later, &acc.targets);
+        let mut steps: Vec<Vec<Action>> = Vec::new();
+        if !stops.is_empty() {
+            steps.push(
+                stops
+                    .iter()
+                    .map(|a| Action {
+                        action: "StopApplication".into(),
+                        app: a.clone(),
+                    })
+                    .collect(),
+            );
+        }
+        if !starts.is_empty() {
+            steps.push(
+                starts
+                    .iter()
+                    .map(|a| Action {
+                        action: "StartApplication".into(),
+                        app: a.clone(),
+                    })
+                    .collect(),
+            );
+        }
+        let changed_ids: Vec<String> = later.iter().map(|(id, _)| id.clone()).collect();
+        let mut levels: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..=changed_ids.len() {
+            for id in &changed_ids {
+                let Some(app) = targets.get(id) else { continue };
+                let deps = self.dependencies_of(app);
+                let level = changed_ids
+                    .iter()
+                    .filter(|other| {
+                        *other != id
+                            && deps
+                                .iter()
+                                .any(|d| *other == d || other.starts_with(&format!("{d}/")))
+                    })
+                    .map(|other| levels.get(other).copied().unwrap_or(0) + 1)
+                    .max()
+                    .unwrap_or(0)
+                    .min(changed_ids.len());
+                levels.insert(id.clone(), level);
+            }
+        }
+        let max_level = levels.values().copied().max().unwrap_or(0);
+        for level in 0..=max_level {
+            let step: Vec<Action> = later
+                .iter()
+                .filter(|(id, _)| levels.get(id).copied().unwrap_or(0) == level)
+                .map(|(id, action)| Action {
+                    action: action.to_string(),
+                    app: id.clone(),
+                })
+                .collect();
+            if !step.is_empty() {
+                steps.push(step);
+            }
+        }
+        steps
     }
 }

@@ -131,33 +131,7 @@ impl Core {
                 ..Default::default()
             },
         };
-        let health_check = app.health_checks.first().map(|hc| {
-            let kind = match hc.protocol.as_str() {
-                "COMMAND" => v1::HealthCheckType::HealthCheckCommand,
-                "TCP" | "MESOS_TCP" => v1::HealthCheckType::HealthCheckTcp,
-                _ => v1::HealthCheckType::HealthCheckHttp,
-            };
-            let port = match (hc.port, hc.port_index) {
-                (Some(p), _) => p.max(0) as u32,
-                (None, Some(i)) => ports.get(i.max(0) as usize).copied().unwrap_or(0) as u32,
-                (None, None) => ports.first().copied().unwrap_or(0) as u32,
-            };
-            v1::HealthCheck {
-                r#type: kind as i32,
-                command: hc
-                    .command
-                    .as_ref()
-                    .map(|c| c.value.clone())
-                    .unwrap_or_default(),
-                port,
-                path: hc.path.clone().unwrap_or_default(),
-                delay_seconds: hc.delay_seconds,
-                interval_seconds: hc.interval_seconds,
-                timeout_seconds: hc.timeout_seconds,
-                consecutive_failures: hc.max_consecutive_failures.max(1) as u32,
-                grace_period_seconds: hc.grace_period_seconds,
-            }
-        });
+        let health_check = health_check_of(app, ports);
         v1::TaskInfo {
             name: app.id.trim_start_matches('/').replace('/', "."),
             task_id: task_id.to_string(),
@@ -225,33 +199,14 @@ impl Core {
                             );
                             let info =
                                 self.task_info(&app, &task_id, &offer.agent_id, &res, &ports);
-                            let instance = Instance {
-                                task_id: task_id.clone(),
-                                app_id: app_id.clone(),
-                                agent_id: offer.agent_id.clone(),
-                                placement: placement.clone(),
+                            let instance = new_instance(
+                                &app,
+                                &task_id,
+                                &offer.agent_id,
+                                &placement,
                                 ports,
-                                service_ports: app
-                                    .port_defs()
-                                    .iter()
-                                    .map(|d| d.port.max(0) as u64)
-                                    .collect(),
-                                version: app.version.clone().unwrap_or_default(),
-                                config_version: app.config_version().to_string(),
-                                state: "TASK_STAGING".into(),
-                                staged_at: now,
-                                started_at: None,
-                                healthy: None,
-                                first_success: None,
-                                last_success: None,
-                                last_failure: None,
-                                consecutive_failures: 0,
-                                last_failure_cause: None,
-                                unhealthy_since: None,
-                                kill_requested_at: None,
-                                kill_reason: None,
-                                unreachable_since: None,
-                            };
+                                now,
+                            );
                             info!(task.id = %task_id, app.id = %app_id, agent = %offer.hostname, "launching task");
                             self.instances.insert(task_id.clone(), instance);
                             self.dirty.instances.insert(task_id);
@@ -283,21 +238,27 @@ impl Core {
                     }
                 }
             }
-            if tasks.is_empty() {
-                let refuse = min_wait.map(|w| w.clamp(0.5, 5.0)).unwrap_or(5.0);
-                self.effects.push(Effect::Decline {
-                    offer_ids: vec![offer.id.clone()],
-                    refuse_seconds: refuse,
-                });
-            } else {
-                self.effects.push(Effect::Launch {
-                    offer_id: offer.id.clone(),
-                    tasks,
-                    // The unused rest comes back within a second, so the queue's
-                    // next instances need not wait for the master's default filter.
-                    refuse_seconds: Some(1.0),
-                });
-            }
+            self.answer_offer(&offer.id, tasks, min_wait);
+        }
+    }
+
+    /// Launches `tasks` on the offer, or declines it (for as long as the shortest
+    /// launch delay that kept an app off it, within 0.5–5 s).
+    fn answer_offer(&mut self, offer_id: &str, tasks: Vec<v1::TaskInfo>, min_wait: Option<f64>) {
+        if tasks.is_empty() {
+            let refuse = min_wait.map(|w| w.clamp(0.5, 5.0)).unwrap_or(5.0);
+            self.effects.push(Effect::Decline {
+                offer_ids: vec![offer_id.to_string()],
+                refuse_seconds: refuse,
+            });
+        } else {
+            self.effects.push(Effect::Launch {
+                offer_id: offer_id.to_string(),
+                tasks,
+                // The unused rest comes back within a second, so the queue's
+                // next instances need not wait for the master's default filter.
+                refuse_seconds: Some(1.0),
+            });
         }
     }
 
@@ -309,5 +270,74 @@ impl Core {
                 self.dirty.instances.insert(t.clone());
             }
         }
+    }
+}
+
+/// The app's first health check as the executor runs it, on the task's `ports`.
+fn health_check_of(app: &App, ports: &[u64]) -> Option<v1::HealthCheck> {
+    app.health_checks.first().map(|hc| {
+        let kind = match hc.protocol.as_str() {
+            "COMMAND" => v1::HealthCheckType::HealthCheckCommand,
+            "TCP" | "MESOS_TCP" => v1::HealthCheckType::HealthCheckTcp,
+            _ => v1::HealthCheckType::HealthCheckHttp,
+        };
+        let port = match (hc.port, hc.port_index) {
+            (Some(p), _) => p.max(0) as u32,
+            (None, Some(i)) => ports.get(i.max(0) as usize).copied().unwrap_or(0) as u32,
+            (None, None) => ports.first().copied().unwrap_or(0) as u32,
+        };
+        v1::HealthCheck {
+            r#type: kind as i32,
+            command: hc
+                .command
+                .as_ref()
+                .map(|c| c.value.clone())
+                .unwrap_or_default(),
+            port,
+            path: hc.path.clone().unwrap_or_default(),
+            delay_seconds: hc.delay_seconds,
+            interval_seconds: hc.interval_seconds,
+            timeout_seconds: hc.timeout_seconds,
+            consecutive_failures: hc.max_consecutive_failures.max(1) as u32,
+            grace_period_seconds: hc.grace_period_seconds,
+        }
+    })
+}
+
+/// A task just launched from an offer, as the core tracks it.
+fn new_instance(
+    app: &App,
+    task_id: &str,
+    agent_id: &str,
+    placement: &Placement,
+    ports: Vec<u64>,
+    now: DateTime<Utc>,
+) -> Instance {
+    Instance {
+        task_id: task_id.to_string(),
+        app_id: app.id.clone(),
+        agent_id: agent_id.to_string(),
+        placement: placement.clone(),
+        ports,
+        service_ports: app
+            .port_defs()
+            .iter()
+            .map(|d| d.port.max(0) as u64)
+            .collect(),
+        version: app.version.clone().unwrap_or_default(),
+        config_version: app.config_version().to_string(),
+        state: "TASK_STAGING".into(),
+        staged_at: now,
+        started_at: None,
+        healthy: None,
+        first_success: None,
+        last_success: None,
+        last_failure: None,
+        consecutive_failures: 0,
+        last_failure_cause: None,
+        unhealthy_since: None,
+        kill_requested_at: None,
+        kill_reason: None,
+        unreachable_since: None,
     }
 }

@@ -7,7 +7,6 @@ impl Core {
     /// Plans every app, issues kills, refreshes the queue, advances deployments,
     /// re-kills stuck tasks and decides about offers.
     pub fn tick(&mut self, now: DateTime<Utc>) {
-        let now_s = secs(now);
         self.expunge_unreachable(now);
         // Every app with a definition or with tasks.
         let mut app_ids: BTreeSet<String> = self.apps.keys().cloned().collect();
@@ -15,95 +14,114 @@ impl Core {
         let mut done: BTreeMap<String, bool> = BTreeMap::new();
         let mut queue: BTreeMap<String, usize> = BTreeMap::new();
         for app_id in &app_ids {
-            let app = self.apps.get(app_id).map(|r| r.app.clone());
-            if app.is_some() && self.held(app_id) {
-                done.insert(app_id.clone(), false);
-                continue;
-            }
-            let target = match &app {
-                Some(a) => planner::Target {
-                    instances: a.instance_count(),
-                    minimum_health_capacity: a.upgrade_strategy.minimum_health_capacity,
-                    maximum_over_capacity: a.upgrade_strategy.maximum_over_capacity,
-                    health_checked: !a.health_checks.is_empty(),
-                    kill_unhealthy: a
-                        .health_checks
-                        .first()
-                        .is_some_and(|h| h.max_consecutive_failures > 0),
-                    oldest_first: a.kill_selection == "OLDEST_FIRST",
-                },
-                None => planner::Target {
-                    instances: 0,
-                    minimum_health_capacity: 0.0,
-                    maximum_over_capacity: 0.0,
-                    health_checked: false,
-                    kill_unhealthy: false,
-                    oldest_first: false,
-                },
-            };
-            let config = app
-                .as_ref()
-                .map(|a| a.config_version().to_string())
-                .unwrap_or_default();
-            let unreachable = app.as_ref().and_then(|a| a.unreachable_after());
-            let tasks: Vec<TaskView> = self
-                .instances
-                .values()
-                .filter(|i| &i.app_id == app_id)
-                // Unreachable past `inactiveAfterSeconds`: inactive, no longer counted,
-                // so a replacement is launched (the task itself is left alone).
-                .filter(|i| {
-                    !i.unreachable_since.is_some_and(|t| {
-                        unreachable.is_some_and(|(inactive, _)| now_s - secs(t) >= inactive)
-                    })
-                })
-                .map(|i| TaskView {
-                    id: i.task_id.clone(),
-                    current: i.config_version == config,
-                    phase: if i.unreachable_since.is_some() {
-                        Phase::Unreachable
-                    } else if i.state == "TASK_RUNNING" {
-                        Phase::Running
-                    } else {
-                        Phase::Starting
-                    },
-                    healthy: i.healthy,
-                    killing: i.kill_requested_at.is_some() || i.state == "TASK_KILLING",
-                    staged_at: i.staged_at.timestamp_millis(),
-                    unhealthy_for: i.unhealthy_since.map(|t| now_s - secs(t)),
-                })
-                .collect();
-            let plan = planner::plan(&PlanInput {
-                target,
-                tasks,
-                upgrading: app.is_none() || self.upgrading(app_id),
-                unhealthy_grace: self.settings.unhealthy_grace,
-            });
-            for (task_id, reason) in &plan.kill {
-                let why = match reason {
-                    KillReason::Upgrade => "Upgrade",
-                    KillReason::ScaleDown => "ScaleDown",
-                    KillReason::Unhealthy => "Unhealthy",
-                };
-                if *reason == KillReason::Unhealthy {
-                    if let Some(i) = self.instances.get(task_id).cloned() {
-                        let body = json!({
-                            "appId": app_id, "taskId": task_id, "instanceId": task_id,
-                            "version": i.version, "reason": "HealthCheckFailed",
-                            "host": i.placement.hostname, "slaveId": i.agent_id,
-                        });
-                        self.event("unhealthy_instance_kill_event", body.clone(), now);
-                        self.event("unhealthy_task_kill_event", body, now);
-                    }
-                }
-                self.request_kill(task_id, why, now);
-            }
-            if plan.launch > 0 && app.is_some() {
-                queue.insert(app_id.clone(), plan.launch);
-            }
-            done.insert(app_id.clone(), plan.done);
+            self.plan_app(app_id, now, &mut done, &mut queue);
         }
-        // The queue mirrors the plans; statistics survive while an app keeps waiting.
+        self.refresh_queue(queue, now);
+        self.advance_deployments(&done, now);
+        self.retry_kills(now);
+        self.want_offers();
+    }
+
+    /// Plans one app (`done`: its plan is complete; `queue`: how many to launch).
+    fn plan_app(
+        &mut self,
+        app_id: &String,
+        now: DateTime<Utc>,
+        done: &mut BTreeMap<String, bool>,
+        queue: &mut BTreeMap<String, usize>,
+    ) {
+        let now_s = secs(now);
+        let app = self.apps.get(app_id).map(|r| r.app.clone());
+        if app.is_some() && self.held(app_id) {
+            done.insert(app_id.clone(), false);
+            return;
+        }
+        let target = match &app {
+            Some(a) => planner::Target {
+                instances: a.instance_count(),
+                minimum_health_capacity: a.upgrade_strategy.minimum_health_capacity,
+                maximum_over_capacity: a.upgrade_strategy.maximum_over_capacity,
+                health_checked: !a.health_checks.is_empty(),
+                kill_unhealthy: a
+                    .health_checks
+                    .first()
+                    .is_some_and(|h| h.max_consecutive_failures > 0),
+                oldest_first: a.kill_selection == "OLDEST_FIRST",
+            },
+            None => planner::Target {
+                instances: 0,
+                minimum_health_capacity: 0.0,
+                maximum_over_capacity: 0.0,
+                health_checked: false,
+                kill_unhealthy: false,
+                oldest_first: false,
+            },
+        };
+        let config = app
+            .as_ref()
+            .map(|a| a.config_version().to_string())
+            .unwrap_or_default();
+        let unreachable = app.as_ref().and_then(|a| a.unreachable_after());
+        let tasks: Vec<TaskView> = self
+            .instances
+            .values()
+            .filter(|i| &i.app_id == app_id)
+            // Unreachable past `inactiveAfterSeconds`: inactive, no longer counted,
+            // so a replacement is launched (the task itself is left alone).
+            .filter(|i| {
+                !i.unreachable_since.is_some_and(|t| {
+                    unreachable.is_some_and(|(inactive, _)| now_s - secs(t) >= inactive)
+                })
+            })
+            .map(|i| TaskView {
+                id: i.task_id.clone(),
+                current: i.config_version == config,
+                phase: if i.unreachable_since.is_some() {
+                    Phase::Unreachable
+                } else if i.state == "TASK_RUNNING" {
+                    Phase::Running
+                } else {
+                    Phase::Starting
+                },
+                healthy: i.healthy,
+                killing: i.kill_requested_at.is_some() || i.state == "TASK_KILLING",
+                staged_at: i.staged_at.timestamp_millis(),
+                unhealthy_for: i.unhealthy_since.map(|t| now_s - secs(t)),
+            })
+            .collect();
+        let plan = planner::plan(&PlanInput {
+            target,
+            tasks,
+            upgrading: app.is_none() || self.upgrading(app_id),
+            unhealthy_grace: self.settings.unhealthy_grace,
+        });
+        for (task_id, reason) in &plan.kill {
+            let why = match reason {
+                KillReason::Upgrade => "Upgrade",
+                KillReason::ScaleDown => "ScaleDown",
+                KillReason::Unhealthy => "Unhealthy",
+            };
+            if *reason == KillReason::Unhealthy {
+                if let Some(i) = self.instances.get(task_id).cloned() {
+                    let body = json!({
+                        "appId": app_id, "taskId": task_id, "instanceId": task_id,
+                        "version": i.version, "reason": "HealthCheckFailed",
+                        "host": i.placement.hostname, "slaveId": i.agent_id,
+                    });
+                    self.event("unhealthy_instance_kill_event", body.clone(), now);
+                    self.event("unhealthy_task_kill_event", body, now);
+                }
+            }
+            self.request_kill(task_id, why, now);
+        }
+        if plan.launch > 0 && app.is_some() {
+            queue.insert(app_id.clone(), plan.launch);
+        }
+        done.insert(app_id.clone(), plan.done);
+    }
+
+    /// The queue mirrors the plans; statistics survive while an app keeps waiting.
+    fn refresh_queue(&mut self, queue: BTreeMap<String, usize>, now: DateTime<Utc>) {
         self.queue.retain(|id, _| queue.contains_key(id));
         for (id, count) in &queue {
             let entry = self.queue.entry(id.clone()).or_insert_with(|| QueueEntry {
@@ -113,52 +131,11 @@ impl Core {
             });
             entry.count = *count;
         }
-        // Deployments advance step by step.
-        let mut finished = Vec::new();
-        for idx in 0..self.deployments.len() {
-            loop {
-                let d = &self.deployments[idx];
-                let Some(step) = d.steps.get(d.current) else {
-                    break;
-                };
-                let complete = step.iter().all(|a| match a.action.as_str() {
-                    "StartApplication" => true,
-                    "StopApplication" => !self.instances.values().any(|i| i.app_id == a.app),
-                    _ => {
-                        !self.apps.contains_key(&a.app)
-                            || done.get(&a.app).copied().unwrap_or(false)
-                    }
-                });
-                if !complete {
-                    break;
-                }
-                let step_json = self.step_json(step);
-                let plan = self.plan_json(d);
-                self.deployments[idx].current += 1;
-                self.dirty
-                    .deployments
-                    .insert(self.deployments[idx].id.clone());
-                self.event(
-                    "deployment_step_success",
-                    json!({"plan": plan, "currentStep": step_json}),
-                    now,
-                );
-            }
-            let d = &self.deployments[idx];
-            if d.current >= d.steps.len() {
-                finished.push(d.id.clone());
-            }
-        }
-        for id in finished {
-            if let Some(pos) = self.deployments.iter().position(|d| d.id == id) {
-                let d = self.deployments.remove(pos);
-                info!(deployment.id = %d.id, "deployment finished");
-                self.dirty.deployments.insert(d.id.clone());
-                let plan = self.plan_json(&d);
-                self.event("deployment_success", json!({"id": d.id, "plan": plan}), now);
-            }
-        }
-        // Kills that did not take effect are repeated.
+    }
+
+    /// Kills that did not take effect are repeated.
+    fn retry_kills(&mut self, now: DateTime<Utc>) {
+        let now_s = secs(now);
         let retry = self.settings.kill_retry;
         let stuck: Vec<(String, String)> = self
             .instances
@@ -176,7 +153,10 @@ impl Core {
                 grace: None,
             });
         }
-        // Offers: revive when something (more) waits, suppress when nothing does.
+    }
+
+    /// Offers: revive when something (more) waits, suppress when nothing does.
+    fn want_offers(&mut self) {
         let total: usize = self.queue.values().map(|q| q.count).sum();
         let wanted = total > 0;
         if self.connected {

@@ -39,26 +39,11 @@ impl Core {
         } else if inst.unreachable_since.take().is_some() {
             info!(task.id = %task_id, state = %name, "unreachable task is back");
         }
-        let mut health_changed = None;
-        if state == v1::TaskState::TaskRunning {
-            if let Some(h) = status.healthy {
-                if h {
-                    inst.first_success.get_or_insert(now);
-                    inst.last_success = Some(now);
-                    inst.consecutive_failures = 0;
-                    inst.unhealthy_since = None;
-                } else {
-                    inst.last_failure = Some(now);
-                    inst.consecutive_failures += 1;
-                    inst.last_failure_cause = Some(status.message.clone());
-                    inst.unhealthy_since.get_or_insert(now);
-                }
-                if inst.healthy != Some(h) {
-                    health_changed = Some(h);
-                }
-                inst.healthy = Some(h);
-            }
-        }
+        let health_changed = if state == v1::TaskState::TaskRunning {
+            record_health(inst, status, now)
+        } else {
+            None
+        };
         let inst = inst.clone();
         self.dirty.instances.insert(task_id.clone());
         if changed_state {
@@ -96,56 +81,67 @@ impl Core {
             }
         }
         if state.is_terminal() || terminal_name(&name) {
-            self.instances.remove(&task_id);
-            let ours = inst.kill_requested_at.is_some();
-            let failed = matches!(
-                state,
-                v1::TaskState::TaskFailed
-                    | v1::TaskState::TaskError
-                    | v1::TaskState::TaskFinished
-                    | v1::TaskState::TaskGone
-                    | v1::TaskState::TaskDropped
-                    | v1::TaskState::TaskLost
-            ) && !ours;
-            let unhealthy_kill = ours && inst.kill_reason.as_deref() == Some("Unhealthy");
-            if failed || unhealthy_kill {
-                self.count("tasks_failed");
-                if let Some(app) = self.apps.get(&app_id).map(|r| r.app.clone()) {
-                    // Backoff applies to the version that failed only.
-                    if inst.config_version == app.config_version() {
-                        let policy = BackoffPolicy {
-                            seconds: app.backoff_seconds,
-                            factor: app.backoff_factor,
-                            max: app.max_launch_delay_seconds,
-                        };
-                        let d = backoff::on_failure(
-                            self.delays.get(&app_id).copied(),
-                            policy,
-                            secs(now),
-                        );
-                        info!(app.id = %app_id, delay = d.seconds, "launch delayed after task failure");
-                        self.delays.insert(app_id.clone(), d);
-                    }
+            self.on_terminal(&inst, state, &name, status, now);
+        }
+    }
+
+    /// A task ended: it is forgotten; a failure (not a kill of ours, except for
+    /// health) delays the app's next launch and is kept as its last failure.
+    fn on_terminal(
+        &mut self,
+        inst: &Instance,
+        state: v1::TaskState,
+        name: &str,
+        status: &v1::TaskStatus,
+        now: DateTime<Utc>,
+    ) {
+        let (task_id, app_id) = (inst.task_id.as_str(), inst.app_id.as_str());
+        self.instances.remove(task_id);
+        let ours = inst.kill_requested_at.is_some();
+        let failed = matches!(
+            state,
+            v1::TaskState::TaskFailed
+                | v1::TaskState::TaskError
+                | v1::TaskState::TaskFinished
+                | v1::TaskState::TaskGone
+                | v1::TaskState::TaskDropped
+                | v1::TaskState::TaskLost
+        ) && !ours;
+        let unhealthy_kill = ours && inst.kill_reason.as_deref() == Some("Unhealthy");
+        if failed || unhealthy_kill {
+            self.count("tasks_failed");
+            if let Some(app) = self.apps.get(app_id).map(|r| r.app.clone()) {
+                // Backoff applies to the version that failed only.
+                if inst.config_version == app.config_version() {
+                    let policy = BackoffPolicy {
+                        seconds: app.backoff_seconds,
+                        factor: app.backoff_factor,
+                        max: app.max_launch_delay_seconds,
+                    };
+                    let d =
+                        backoff::on_failure(self.delays.get(app_id).copied(), policy, secs(now));
+                    info!(app.id = %app_id, delay = d.seconds, "launch delayed after task failure");
+                    self.delays.insert(app_id.to_string(), d);
                 }
-                let message = if unhealthy_kill {
-                    "Task was killed since health check failed".to_string()
-                } else {
-                    status.message.clone()
-                };
-                self.failures.insert(
-                    app_id.clone(),
-                    TaskFailure {
-                        app_id: app_id.clone(),
-                        host: inst.placement.hostname.clone(),
-                        message,
-                        state: name.clone(),
-                        task_id: task_id.clone(),
-                        timestamp: now,
-                        version: inst.version.clone(),
-                        slave_id: inst.agent_id.clone(),
-                    },
-                );
             }
+            let message = if unhealthy_kill {
+                "Task was killed since health check failed".to_string()
+            } else {
+                status.message.clone()
+            };
+            self.failures.insert(
+                app_id.to_string(),
+                TaskFailure {
+                    app_id: app_id.to_string(),
+                    host: inst.placement.hostname.clone(),
+                    message,
+                    state: name.to_string(),
+                    task_id: task_id.to_string(),
+                    timestamp: now,
+                    version: inst.version.clone(),
+                    slave_id: inst.agent_id.clone(),
+                },
+            );
         }
     }
 
@@ -176,4 +172,27 @@ impl Core {
             self.count("tasks_expunged");
         }
     }
+}
+
+/// Records a health report of a running task; `Some(alive)` when its health changed.
+fn record_health(inst: &mut Instance, status: &v1::TaskStatus, now: DateTime<Utc>) -> Option<bool> {
+    let mut changed = None;
+    if let Some(h) = status.healthy {
+        if h {
+            inst.first_success.get_or_insert(now);
+            inst.last_success = Some(now);
+            inst.consecutive_failures = 0;
+            inst.unhealthy_since = None;
+        } else {
+            inst.last_failure = Some(now);
+            inst.consecutive_failures += 1;
+            inst.last_failure_cause = Some(status.message.clone());
+            inst.unhealthy_since.get_or_insert(now);
+        }
+        if inst.healthy != Some(h) {
+            changed = Some(h);
+        }
+        inst.healthy = Some(h);
+    }
+    changed
 }
