@@ -247,44 +247,8 @@ pub fn allocate(
 ) -> Vec<Allocation> {
     let dims = Dims::new(round.total);
     let k = dims.len();
-
-    // Framework tie-break ranks: by id, then by index.
-    let mut by_id: Vec<usize> = (0..round.frameworks.len()).collect();
-    by_id.sort_by(|&a, &b| {
-        round.frameworks[a]
-            .id
-            .cmp(&round.frameworks[b].id)
-            .then(a.cmp(&b))
-    });
-    let mut fw_rank = vec![0usize; round.frameworks.len()];
-    for (rank, &f) in by_id.iter().enumerate() {
-        fw_rank[f] = rank;
-    }
-
-    // Roles, in name order so the role index doubles as its tie-break rank.
-    let mut role_names: Vec<&str> = round.frameworks.iter().map(|f| f.role.as_str()).collect();
-    role_names.sort_unstable();
-    role_names.dedup();
-    let role_index: HashMap<&str, usize> = role_names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| (*name, i))
-        .collect();
-    let mut roles: Vec<RoleState> = role_names
-        .iter()
-        .enumerate()
-        .map(|(rank, name)| RoleState {
-            weight: round
-                .weights
-                .get(*name)
-                .copied()
-                .filter(|w| w.is_finite() && *w > 0.0)
-                .unwrap_or(1.0),
-            rank,
-            alloc: vec![0; k],
-            eligible: BTreeSet::new(),
-        })
-        .collect();
+    let fw_rank = framework_ranks(round.frameworks);
+    let (mut roles, role_index) = role_states(round, k);
 
     // Per-framework allocation vectors, flat (stride k) to avoid one Vec each.
     let mut fw_alloc = vec![0i64; round.frameworks.len() * k];
@@ -320,15 +284,7 @@ pub fn allocate(
     // Agents' data is scattered on the heap; reading it once in index order
     // (rather than in the shuffled order) keeps the hot loop below on flat
     // arrays: each agent's share vector (stride k) and whether it is allocatable.
-    let mut agent_vec = vec![0i64; round.agents.len() * k];
-    let allocatable: Vec<bool> = round
-        .agents
-        .iter()
-        .enumerate()
-        .map(|(a, agent)| {
-            dims.scan_agent(config, &agent.available, &mut agent_vec[a * k..(a + 1) * k])
-        })
-        .collect();
+    let (agent_vec, allocatable) = scan_agents(config, &dims, round.agents);
 
     let mut order: Vec<usize> = (0..round.agents.len()).collect();
     order.shuffle(rng);
@@ -363,15 +319,78 @@ pub fn allocate(
         role_order.insert(role_key(&roles[r], r));
     }
 
-    // Only the output copies `Resources`, again in index order for locality,
-    // into a vector sized once (10,000 offers are worth not reallocating).
+    allocations(round.agents, &winner, offers)
+}
+
+/// Framework tie-break ranks: by id, then by index.
+fn framework_ranks(frameworks: &[FrameworkSlot]) -> Vec<usize> {
+    let mut by_id: Vec<usize> = (0..frameworks.len()).collect();
+    by_id.sort_by(|&a, &b| frameworks[a].id.cmp(&frameworks[b].id).then(a.cmp(&b)));
+    let mut fw_rank = vec![0usize; frameworks.len()];
+    for (rank, &f) in by_id.iter().enumerate() {
+        fw_rank[f] = rank;
+    }
+    fw_rank
+}
+
+/// The round's roles, in name order so the role index doubles as its
+/// tie-break rank, and each role's index by name.
+fn role_states<'a>(round: &Round<'a>, k: usize) -> (Vec<RoleState>, HashMap<&'a str, usize>) {
+    let mut role_names: Vec<&str> = round.frameworks.iter().map(|f| f.role.as_str()).collect();
+    role_names.sort_unstable();
+    role_names.dedup();
+    let role_index: HashMap<&str, usize> = role_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (*name, i))
+        .collect();
+    let roles = role_names
+        .iter()
+        .enumerate()
+        .map(|(rank, name)| RoleState {
+            weight: round
+                .weights
+                .get(*name)
+                .copied()
+                .filter(|w| w.is_finite() && *w > 0.0)
+                .unwrap_or(1.0),
+            rank,
+            alloc: vec![0; k],
+            eligible: BTreeSet::new(),
+        })
+        .collect();
+    (roles, role_index)
+}
+
+/// Each agent's share vector (flat, stride k) and whether it is allocatable.
+fn scan_agents(
+    config: &AllocatorConfig,
+    dims: &Dims,
+    agents: &[AgentSlot],
+) -> (Vec<i64>, Vec<bool>) {
+    let k = dims.len();
+    let mut agent_vec = vec![0i64; agents.len() * k];
+    let allocatable = agents
+        .iter()
+        .enumerate()
+        .map(|(a, agent)| {
+            dims.scan_agent(config, &agent.available, &mut agent_vec[a * k..(a + 1) * k])
+        })
+        .collect();
+    (agent_vec, allocatable)
+}
+
+/// The offers to make. Only the output copies `Resources`, again in index
+/// order for locality, into a vector sized once (10,000 offers are worth
+/// not reallocating).
+fn allocations(agents: &[AgentSlot], winner: &[Option<usize>], offers: usize) -> Vec<Allocation> {
     let mut out = Vec::with_capacity(offers);
     for (a, f) in winner.iter().enumerate() {
         if let Some(framework) = *f {
             out.push(Allocation {
                 framework,
                 agent: a,
-                resources: round.agents[a].available.clone(),
+                resources: agents[a].available.clone(),
             });
         }
     }
