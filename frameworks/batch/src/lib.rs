@@ -27,6 +27,7 @@
 //! across a restart); a task is recorded before it is launched, and a restarted
 //! framework re-subscribes with its persisted framework id and explicitly reconciles
 //! every task it believes live.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 #![warn(missing_docs)]
 

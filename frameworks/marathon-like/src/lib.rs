@@ -35,6 +35,7 @@
 //! term from the store — never from stale memory — so healthy tasks are reconciled, not
 //! killed. Standbys redirect the API (307) to the leader and name it on `/v2/leader`.
 //! Without `--zk` the single instance leads one term forever over a [`FileStore`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 #![warn(missing_docs)]
 
