@@ -374,3 +374,112 @@ pub(crate) async fn run(
     }
     info!("master actor stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MasterConfig;
+
+    fn register(hostname: &str) -> v1::RegisterAgent {
+        v1::RegisterAgent {
+            info: Some(v1::AgentInfo {
+                hostname: hostname.into(),
+                resources: mezzo_proto::Resources::parse("cpus:1;mem:128")
+                    .map(|r| r.to_proto())
+                    .unwrap_or_default(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn shell(config: MasterConfig) -> Shell {
+        let info = v1::MasterInfo {
+            id: "m".into(),
+            ip: "127.0.0.1".into(),
+            port: 5050,
+            epoch: 1,
+            ..Default::default()
+        };
+        Shell::new(Master::new(config, info, 0.0, 1), None)
+    }
+
+    /// The shell's timers on tokio's paused clock: pings every ping timeout,
+    /// and a silent agent's stream is closed after max timeouts.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_agent_is_pinged_then_cut_off_on_the_shells_timers() {
+        let config = MasterConfig {
+            agent_ping_timeout: Duration::from_secs(1),
+            max_agent_ping_timeouts: 3,
+            ..MasterConfig::default()
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let (snap_tx, mut snap_rx) = watch::channel(Snapshot::default());
+        tokio::spawn(run(shell(config), rx, snap_tx));
+        let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        let start = Instant::now();
+        tx.send(Command::AgentAttach {
+            register: register("h1"),
+            tx: agent_tx,
+            reply,
+        })
+        .await
+        .unwrap();
+        let (id, _) = answer.await.unwrap().unwrap();
+        let mut pings = 0;
+        let mut registered = false;
+        while let Some(msg) = agent_rx.recv().await {
+            match msg.unwrap().message {
+                Some(v1::master_message::Message::Registered(r)) => {
+                    registered = r.agent_id == id;
+                }
+                Some(v1::master_message::Message::Ping(_)) => pings += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // The stream ended: the master dropped it as unreachable.
+        let silent = start.elapsed();
+        assert!(registered);
+        assert!(pings >= 2, "{pings} pings");
+        assert!(
+            silent >= Duration::from_secs(3) && silent < Duration::from_secs(4),
+            "{silent:?}"
+        );
+        let snap = snap_rx
+            .wait_for(|s| s.agents.get(&id).is_some_and(|a| !a.reachable))
+            .await
+            .unwrap()
+            .clone();
+        assert_eq!(snap.metrics.agent_removals, 1);
+    }
+
+    /// A shutdown closes every stream with its reason and stops the actor.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_streams_with_a_reason() {
+        let config = MasterConfig::default();
+        let shutdown = config.shutdown.clone();
+        let (tx, rx) = mpsc::channel(16);
+        let (snap_tx, _snap_rx) = watch::channel(Snapshot::default());
+        let actor = tokio::spawn(run(shell(config), rx, snap_tx));
+        let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        tx.send(Command::AgentAttach {
+            register: register("h1"),
+            tx: agent_tx,
+            reply,
+        })
+        .await
+        .unwrap();
+        answer.await.unwrap().unwrap();
+        shutdown.trigger();
+        actor.await.unwrap();
+        let mut last = None;
+        while let Some(m) = agent_rx.recv().await {
+            last = Some(m);
+        }
+        let err = last.unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(err.message(), "master is shutting down");
+    }
+}

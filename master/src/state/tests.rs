@@ -736,3 +736,46 @@ proptest! {
         }
     }
 }
+
+/// The harness is the base of the scale benchmarks: 10,000 agents and 100
+/// frameworks, one round offering every agent, a task launched on each.
+#[test]
+fn the_simulation_runs_ten_thousand_agents() {
+    let mut sim = Sim::new(MasterConfig::default(), 11);
+    for i in 0..10_000 {
+        sim.add_agent(&format!("n{i}"), "cpus:8;mem:16384;ports:[31000-32000]")
+            .unwrap();
+    }
+    for i in 0..100 {
+        sim.subscribe(&format!("f{i}"), "*").unwrap();
+    }
+    sim.allocate();
+    let offered: usize = sim.frameworks.values().map(|f| f.offers.len()).sum();
+    assert_eq!(offered, 10_000, "every agent offered once");
+    let names: Vec<String> = sim.frameworks.keys().cloned().collect();
+    let mut n = 0;
+    for name in names {
+        let offers: Vec<String> = sim.frameworks[&name].offers.keys().cloned().collect();
+        for o in offers {
+            n += 1;
+            sim.launch(&name, &o, vec![task(&format!("t{n}"), "cpus:1;mem:64")])
+                .unwrap();
+        }
+    }
+    let running: usize = sim
+        .master
+        .frameworks
+        .values()
+        .map(|f| {
+            f.tasks
+                .values()
+                .filter(|t| t.state == TaskState::TaskRunning)
+                .count()
+        })
+        .sum();
+    assert_eq!(running, 10_000);
+    // Fair: 100 frameworks with equal shares got 100 agents each.
+    for f in sim.master.frameworks.values() {
+        assert_eq!(f.tasks.len(), 100, "framework {}", f.id);
+    }
+}
