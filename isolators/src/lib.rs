@@ -23,6 +23,9 @@
 //!   ended the task (Mesos' `REASON_CONTAINER_LIMITATION_MEMORY`).
 //! * [`Container::kill_all`] empties the container, then [`Container::destroy`] removes it.
 //!   `destroy` refuses while processes remain and is idempotent.
+//!   [`Isolator::destroy_container`] does both for a container known only by its id, and
+//!   [`Isolator::containers`] lists what exists under the root, so an agent can destroy the
+//!   containers of executors that are gone and orphans it has no record of.
 //!
 //! # Cgroup versions
 //!
@@ -198,6 +201,24 @@ pub trait Isolator: Send + Sync + std::fmt::Debug {
     /// Re-attaches to an existing container after an executor/agent restart (None if it does
     /// not exist).
     fn recover(&self, container_id: &str) -> Result<Option<Box<dyn Container>>, IsolatorError>;
+
+    /// Ids of every container that exists under the cgroups root (in any hierarchy on v1),
+    /// sorted. The agent compares them with its checkpoints on start-up to find orphans.
+    /// Posix: always empty, since nothing on the host records a posix container.
+    fn containers(&self) -> Result<Vec<String>, IsolatorError>;
+
+    /// Destroys a container whatever its state: SIGKILLs every process in it (freezer or
+    /// `cgroup.kill` so nothing forks in between, repeated until `cgroup.procs` is empty),
+    /// then removes it. Returns whether it existed. Idempotent; blocking like
+    /// [`Container::kill_all`].
+    fn destroy_container(&self, container_id: &str) -> Result<bool, IsolatorError> {
+        let Some(container) = self.recover(container_id)? else {
+            return Ok(false);
+        };
+        container.kill_all()?;
+        container.destroy()?;
+        Ok(true)
+    }
 }
 
 /// One task's container.

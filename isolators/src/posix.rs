@@ -37,6 +37,11 @@ impl Isolator for PosixIsolator {
             id: container_id.to_string(),
         })))
     }
+
+    fn containers(&self) -> Result<Vec<String>, IsolatorError> {
+        // The agent finds posix tasks by their process group and environment instead.
+        Ok(Vec::new())
+    }
 }
 
 /// A posix "container": only an id.
@@ -98,6 +103,8 @@ mod tests {
         c.destroy().unwrap();
         c.destroy().unwrap();
         assert!(iso.recover("t1").unwrap().is_some());
+        assert!(iso.containers().unwrap().is_empty());
+        assert!(iso.destroy_container("t1").unwrap());
         assert!(iso.prepare("a/b", &limits).is_err());
     }
 }

@@ -251,6 +251,28 @@ pub(crate) fn kill_until_empty(
     })
 }
 
+/// Names of the sub-directories of `dir` that are valid container ids (a missing `dir` has
+/// none), sorted: the containers under one hierarchy's cgroups root.
+pub(crate) fn container_dirs(dir: &Path) -> Result<Vec<String>, IsolatorError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(IsolatorError::io("read directory", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| IsolatorError::io("read directory", dir, e))?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Control files sit beside the groups; anything not shaped like an id is not ours.
+        if is_dir && validate_container_id(&name).is_ok() {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Deepest existing ancestor of `path` (or `path` itself): where a `mkdir` would happen.
 pub(crate) fn deepest_existing(path: &Path) -> Option<&Path> {
     path.ancestors().find(|p| p.exists())
@@ -398,5 +420,17 @@ mod tests {
         let missing = dir.path().join("missing");
         assert_eq!(read_procs(&missing).unwrap(), Vec::<i32>::new());
         assert_eq!(read_procs_union(&[a, b, missing]).unwrap(), vec![7, 9, 12]);
+    }
+
+    #[test]
+    fn container_dirs_lists_only_sub_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(container_dirs(&dir.path().join("missing"))
+            .unwrap()
+            .is_empty());
+        std::fs::create_dir(dir.path().join("c2")).unwrap();
+        std::fs::create_dir(dir.path().join("c1")).unwrap();
+        std::fs::write(dir.path().join("cgroup.procs"), "").unwrap();
+        assert_eq!(container_dirs(dir.path()).unwrap(), vec!["c1", "c2"]);
     }
 }

@@ -201,6 +201,16 @@ impl Isolator for CgroupsV1Isolator {
             Ok(None)
         }
     }
+
+    fn containers(&self) -> Result<Vec<String>, IsolatorError> {
+        // A container half-created or half-removed may exist in only some hierarchies: it
+        // still counts, so the union is taken.
+        let mut all = std::collections::BTreeSet::new();
+        for (_, mount) in &self.hierarchies {
+            all.extend(util::container_dirs(&mount.join(&self.cgroups_root))?);
+        }
+        Ok(all.into_iter().collect())
+    }
 }
 
 /// One container on cgroup v1: the same group in several hierarchies.

@@ -222,6 +222,10 @@ impl Isolator for CgroupsV2Isolator {
             Ok(None)
         }
     }
+
+    fn containers(&self) -> Result<Vec<String>, IsolatorError> {
+        util::container_dirs(&self.base())
+    }
 }
 
 /// One container on the unified hierarchy: a single directory.
@@ -254,10 +258,11 @@ impl KillHooks for V2Hooks<'_> {
     fn before_round(&self, _round: u32) {
         let kill = self.dir.join("cgroup.kill");
         if kill.exists() {
-            if let Err(e) = util::write_file(&kill, "1") {
-                tracing::warn!(error = %e, "cgroup.kill failed; falling back to signals");
+            match util::write_file(&kill, "1") {
+                Ok(()) => return,
+                // Fall through to freezing, so the signals of this round still race no fork.
+                Err(e) => tracing::warn!(error = %e, "cgroup.kill failed; freezing and signalling"),
             }
-            return;
         }
         let freeze = self.dir.join("cgroup.freeze");
         if freeze.exists() {
@@ -280,8 +285,10 @@ impl KillHooks for V2Hooks<'_> {
 
     fn after_round(&self, _round: u32) {
         let freeze = self.dir.join("cgroup.freeze");
-        if !self.dir.join("cgroup.kill").exists() && freeze.exists() {
-            // Thaw so the pending SIGKILLs are delivered.
+        // Thaw whenever the group may have been frozen (cgroup.kill absent or refused), so
+        // the pending SIGKILLs are delivered. Thawing a group that is not frozen is harmless.
+        let froze = std::fs::read_to_string(&freeze).is_ok_and(|s| s.trim() == "1");
+        if froze {
             if let Err(e) = util::write_file(&freeze, "0") {
                 tracing::warn!(error = %e, "thawing failed");
             }
@@ -322,7 +329,10 @@ impl Container for V2Container {
 
     fn kill_all(&self) -> Result<(), IsolatorError> {
         let hooks = V2Hooks { dir: &self.dir };
-        util::kill_until_empty(&self.id, &mut || self.try_pids(), &hooks)
+        let result = util::kill_until_empty(&self.id, &mut || self.try_pids(), &hooks);
+        // Never leave the group frozen, whatever happened (as on v1).
+        hooks.after_round(u32::MAX);
+        result
     }
 
     fn destroy(&self) -> Result<(), IsolatorError> {
@@ -499,6 +509,52 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         assert_eq!(read(root.path().join("mezzo/k/cgroup.kill")), "1");
+    }
+
+    #[test]
+    fn kill_all_without_cgroup_kill_freezes_kills_and_thaws() {
+        let root = fixture("cpu memory pids");
+        let iso = CgroupsV2Isolator::with_root(root.path(), "mezzo", false).unwrap();
+        let c = iso.prepare("f", &limits()).unwrap();
+        let dir = root.path().join("mezzo/f");
+        // Two real children of this test stand for a task with several processes.
+        let mut children: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+        std::fs::write(dir.join("cgroup.freeze"), "0").unwrap();
+        std::fs::write(dir.join("cgroup.procs"), pids.join("\n")).unwrap();
+        let procs = dir.join("cgroup.procs");
+        let waiter = std::thread::spawn(move || {
+            let statuses: Vec<_> = children.iter_mut().map(|c| c.wait().unwrap()).collect();
+            std::fs::write(procs, "").unwrap();
+            statuses
+        });
+        c.kill_all().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        for status in waiter.join().unwrap() {
+            assert_eq!(status.signal(), Some(libc::SIGKILL));
+        }
+        assert_eq!(read(dir.join("cgroup.freeze")), "0", "left frozen");
+    }
+
+    #[test]
+    fn containers_are_listed_and_destroyed_by_id() {
+        let root = fixture("cpu memory pids");
+        let iso = CgroupsV2Isolator::with_root(root.path(), "mezzo/agent", false).unwrap();
+        assert!(iso.containers().unwrap().is_empty());
+        iso.prepare("b", &limits()).unwrap();
+        iso.prepare("a", &limits()).unwrap();
+        assert_eq!(iso.containers().unwrap(), vec!["a", "b"]);
+        clear_files(&root.path().join("mezzo/agent/a"));
+        assert!(iso.destroy_container("a").unwrap());
+        assert!(!iso.destroy_container("a").unwrap(), "already gone");
+        assert_eq!(iso.containers().unwrap(), vec!["b"]);
     }
 
     #[test]

@@ -246,3 +246,38 @@ fn recover_finds_existing_containers_only() {
         Err(IsolatorError::InvalidContainerId(_))
     ));
 }
+
+#[test]
+fn destroy_container_kills_a_forking_tree_and_removes_it() {
+    let Some(iso) = isolator(false) else { return };
+    let id = unique_id("destroy");
+    let limits = Limits {
+        cpus: 0.2,
+        mem_mb: 64.0,
+        pids_max: Some(200),
+    };
+    let c = Guard(iso.prepare(&id, &limits).unwrap());
+    let dirs = dirs(&*c);
+    // Several processes, one of them forking all the time: the freezer (v1) or cgroup.kill
+    // (v2) must stop new forks escaping between listing the pids and signalling them.
+    let mut child = spawn_in(
+        &*c,
+        Command::new("sh").args([
+            "-c",
+            "sleep 30 & sleep 30 & while true; do sleep 0.01; done",
+        ]),
+    );
+    wait_until("the tree in the container", Duration::from_secs(5), || {
+        c.pids().len() >= 4
+    });
+    assert!(iso.containers().unwrap().contains(&id));
+
+    // A fresh isolator knows the container only by its id, as an agent after a restart does.
+    let fresh = create(&IsolatorConfig::new(IsolationKind::Cgroups)).unwrap();
+    assert!(fresh.destroy_container(&id).unwrap());
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroup left: {dirs:?}");
+    assert!(!fresh.containers().unwrap().contains(&id));
+    assert!(!fresh.destroy_container(&id).unwrap(), "idempotent");
+}
