@@ -5,6 +5,8 @@
 //! Every flag can also be given as a `MEZZO_*` environment variable.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod local;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -245,6 +247,10 @@ struct LocalArgs {
     /// Agent work directory.
     #[arg(long, env = "MEZZO_WORK_DIR", default_value = "/tmp/mezzo-local")]
     work_dir: PathBuf,
+    /// On exit, stop every task this run started and remove the work dir
+    /// (otherwise tasks keep running for the next `mezzo local`).
+    #[arg(long, env = "MEZZO_CLEAN")]
+    clean: bool,
     #[command(flatten)]
     master: MasterFlags,
     #[command(flatten)]
@@ -271,7 +277,7 @@ fn main() -> Result<()> {
         }
         Command::Master(args) => runtime()?.block_on(run_master(args)),
         Command::Agent(args) => runtime()?.block_on(run_agent(args)),
-        Command::Local(args) => runtime()?.block_on(run_local(args)),
+        Command::Local(args) => runtime()?.block_on(local::run(args)),
         Command::Batch(args) => runtime()?.block_on(run_batch(args)),
         Command::Marathon(args) => runtime()?.block_on(run_marathon(args)),
     }
@@ -287,8 +293,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    // Colour only on a terminal: logs written to a file or pipe stay plain.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -404,95 +412,6 @@ async fn run_agent(args: AgentArgs) -> Result<()> {
     }
     println!("agent: work dir {}", work_dir.display());
     agent.wait().await.context("agent")
-}
-
-async fn run_local(args: LocalArgs) -> Result<()> {
-    let mut config = master_config(
-        SocketAddr::from(([127, 0, 0, 1], args.port)),
-        Some("127.0.0.1".into()),
-        &args.master,
-    )?;
-    config.work_dir = Some(args.work_dir.join("master"));
-    let root = stop_on_signals();
-    config.shutdown = root.child();
-    let master = mezzo_master::start(config).await?;
-    let url = format!("http://{}", master.addr);
-    let mut agent = agent_config(master.addr.to_string(), args.work_dir, &args.agent)?;
-    agent.hostname = args
-        .agent
-        .hostname
-        .clone()
-        .unwrap_or_else(|| "127.0.0.1".into());
-    println!("master: {url}");
-    println!("master state: {url}/master/state");
-    agent.http_listen = Some(SocketAddr::from(([127, 0, 0, 1], args.agent_port)));
-    let agent_line = format!(
-        "work dir {} ({}, {})",
-        agent.work_dir.display(),
-        agent.resources,
-        agent.isolation
-    );
-    let state_root = agent.work_dir.join("frameworks");
-    agent.shutdown = root.child();
-    let running_agent = mezzo_agent::start(agent).await.context("agent")?;
-    if let Some(addr) = running_agent.http_addr {
-        println!("agent: http://{addr}");
-    }
-    println!("agent: {agent_line}");
-    let agent_task = tokio::spawn(running_agent.wait());
-    let mut batch_config = mezzo_batch::BatchConfig::new(
-        master.addr.to_string(),
-        SocketAddr::from(([127, 0, 0, 1], args.batch_port)),
-        state_root.join("batch"),
-    );
-    batch_config.shutdown = root.child();
-    let batch = mezzo_batch::start(batch_config)
-        .await
-        .context("starting the batch framework")?;
-    let marathon = mezzo_marathon::start_with(
-        mezzo_marathon::MarathonConfig::new(
-            master.addr.to_string(),
-            SocketAddr::from(([127, 0, 0, 1], args.marathon_port)),
-            state_root.join("marathon"),
-        ),
-        root.child(),
-    )
-    .await
-    .context("starting the Marathon framework")?;
-    println!("marathon: http://{}", marathon.addr);
-    println!("batch: http://{}/v1/jobs", batch.addr);
-    println!(
-        "try: cargo run --release -p mezzo-sdk --example launch -- --master {} --tasks 50",
-        master.addr
-    );
-    let mut master_task = tokio::spawn(master.wait());
-    let mut agent_task = agent_task;
-    let mut frameworks = Box::pin(async move {
-        // Each returns once the shutdown trips (or it ends on its own).
-        let (_, m) = tokio::join!(batch.wait(), marathon.wait());
-        m
-    });
-    let result = tokio::select! {
-        r = &mut master_task => return flatten(r).context("master server"),
-        r = &mut agent_task => return flatten(r).context("agent"),
-        r = &mut frameworks => r.context("marathon"),
-        _ = root.wait() => Ok(()),
-    };
-    // The frameworks drain their APIs and flush their stores first; the
-    // agent then its checkpoints and the master its registry. Executors
-    // keep running: the next `mezzo local` recovers them.
-    root.trigger();
-    let drain = Duration::from_secs(10);
-    if let Ok(Err(e)) = tokio::time::timeout(drain, &mut frameworks).await {
-        tracing::warn!(error = %e, "marathon stopped with an error");
-    }
-    if let Ok(r) = tokio::time::timeout(drain, agent_task).await {
-        flatten(r).context("agent")?;
-    }
-    if let Ok(r) = tokio::time::timeout(drain, master_task).await {
-        flatten(r).context("master server")?;
-    }
-    result
 }
 
 /// The result of a spawned component's `wait`.

@@ -816,3 +816,55 @@ pub fn can_use_cgroups() -> bool {
     (unsafe { libc::geteuid() } == 0) && Path::new("/sys/fs/cgroup/memory").is_dir()
         || Path::new("/sys/fs/cgroup/cgroup.controllers").is_file()
 }
+
+/// Starts `mezzo <args>` and reads stdout until a line starting with each
+/// of `prefixes` appeared (in any order); returns the process and, per
+/// prefix, the rest of its line.
+pub fn spawn_mezzo_lines(
+    args: &[String],
+    prefixes: &[&str],
+    log_dir: &Path,
+) -> Result<(Proc, Vec<String>)> {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let log = log_dir.join(format!("mezzo-lines-{n}.log"));
+    let err = std::fs::File::create(&log)?;
+    let mut child = Command::new(mezzo_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {}", mezzo_bin().display()))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+    std::thread::spawn(move || {
+        let mut found: Vec<Option<String>> = vec![None; wanted.len()];
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for (i, p) in wanted.iter().enumerate() {
+                if found[i].is_none() {
+                    if let Some(rest) = line.strip_prefix(p.as_str()) {
+                        found[i] = Some(rest.trim().to_string());
+                    }
+                }
+            }
+            if !sent && found.iter().all(Option::is_some) {
+                sent = true;
+                let _ = tx.send(found.iter().flatten().cloned().collect::<Vec<_>>());
+            }
+        }
+    });
+    let mut proc = Proc {
+        child,
+        log: log.clone(),
+    };
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(v) => Ok((proc, v)),
+        Err(_) => {
+            proc.kill();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("mezzo {args:?} did not print {prefixes:?} in time; log:\n{text}")
+        }
+    }
+}
