@@ -393,6 +393,27 @@ mod tests {
         }
     }
 
+    /// Attaches an agent through the actor; its id and outbound stream.
+    async fn attach(
+        tx: &mpsc::Sender<Command>,
+        hostname: &str,
+    ) -> (
+        String,
+        mpsc::UnboundedReceiver<Result<v1::MasterMessage, tonic::Status>>,
+    ) {
+        let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        tx.send(Command::AgentAttach {
+            register: register(hostname),
+            tx: agent_tx,
+            reply,
+        })
+        .await
+        .unwrap();
+        let (id, _) = answer.await.unwrap().unwrap();
+        (id, agent_rx)
+    }
+
     fn shell(config: MasterConfig) -> Shell {
         let info = v1::MasterInfo {
             id: "m".into(),
@@ -416,17 +437,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let (snap_tx, mut snap_rx) = watch::channel(Snapshot::default());
         tokio::spawn(run(shell(config), rx, snap_tx));
-        let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
-        let (reply, answer) = oneshot::channel();
         let start = Instant::now();
-        tx.send(Command::AgentAttach {
-            register: register("h1"),
-            tx: agent_tx,
-            reply,
-        })
-        .await
-        .unwrap();
-        let (id, _) = answer.await.unwrap().unwrap();
+        let (id, mut agent_rx) = attach(&tx, "h1").await;
         let mut pings = 0;
         let mut registered = false;
         while let Some(msg) = agent_rx.recv().await {
@@ -462,16 +474,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let (snap_tx, _snap_rx) = watch::channel(Snapshot::default());
         let actor = tokio::spawn(run(shell(config), rx, snap_tx));
-        let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
-        let (reply, answer) = oneshot::channel();
-        tx.send(Command::AgentAttach {
-            register: register("h1"),
-            tx: agent_tx,
-            reply,
-        })
-        .await
-        .unwrap();
-        answer.await.unwrap().unwrap();
+        let (_, mut agent_rx) = attach(&tx, "h1").await;
         shutdown.trigger();
         actor.await.unwrap();
         let mut last = None;

@@ -118,49 +118,8 @@ impl Drop for Proc {
 /// Starts `mezzo <args>`, reading stdout until a line starting with
 /// `prefix` appears; returns the process and the rest of that line.
 pub fn spawn_mezzo(args: &[String], prefix: &str, log_dir: &Path) -> Result<(Proc, String)> {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let log = log_dir.join(format!(
-        "{}-{n}.log",
-        args.first().map(String::as_str).unwrap_or("mezzo")
-    ));
-    let err = std::fs::File::create(&log)?;
-    let mut child = Command::new(mezzo_bin())
-        .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("MEZZO_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {}", mezzo_bin().display()))?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = prefix.to_string();
-    std::thread::spawn(move || {
-        let mut found = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !found {
-                if let Some(rest) = line.strip_prefix(&wanted) {
-                    found = true;
-                    let _ = tx.send(rest.trim().to_string());
-                }
-            }
-        }
-    });
-    let mut proc = Proc {
-        child,
-        log: log.clone(),
-    };
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(v) => Ok((proc, v)),
-        Err(_) => {
-            proc.kill();
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!("mezzo {args:?} did not print '{prefix}' in time; log:\n{text}")
-        }
-    }
+    let (proc, mut lines) = spawn_mezzo_lines(args, &[prefix], log_dir)?;
+    Ok((proc, lines.remove(0)))
 }
 
 /// A running master process.
@@ -826,10 +785,17 @@ pub fn spawn_mezzo_lines(
     log_dir: &Path,
 ) -> Result<(Proc, Vec<String>)> {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let log = log_dir.join(format!("mezzo-lines-{n}.log"));
+    let log = log_dir.join(format!(
+        "{}-{n}.log",
+        args.first().map(String::as_str).unwrap_or("mezzo")
+    ));
     let err = std::fs::File::create(&log)?;
     let mut child = Command::new(mezzo_bin())
         .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("MEZZO_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(err)
@@ -859,7 +825,7 @@ pub fn spawn_mezzo_lines(
         child,
         log: log.clone(),
     };
-    match rx.recv_timeout(Duration::from_secs(60)) {
+    match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(v) => Ok((proc, v)),
         Err(_) => {
             proc.kill();
