@@ -75,28 +75,14 @@ pub(crate) async fn run(args: LocalArgs) -> Result<()> {
     .await
     .context("starting the Marathon framework")?;
     // The URLs come last, as one block, so they are not lost among logs.
-    let mut block = vec![
-        format!("master: {master_url}"),
-        format!("dashboard: {master_url}/"),
-        format!("master state: {master_url}/master/state"),
-    ];
-    if let Some(addr) = agent_addr {
-        block.push(format!("agent: http://{addr}"));
-    }
-    block.push(format!("marathon: http://{}", marathon.addr));
-    block.push(format!("batch: http://{}/v1/jobs", batch.addr));
-    block.push(format!("work dir: {work_line}"));
-    block.push("logs: this terminal's stderr (--log debug for more)".into());
-    block.push(format!(
-        "try: cargo run --release -p mezzo-sdk --example launch -- --master {} --tasks 50",
-        master.addr
-    ));
-    let stop_hint = if args.clean {
-        "Ctrl-C stops every task and removes the work dir (--clean)"
-    } else {
-        "Ctrl-C stops Mezzo; tasks keep running and the next `mezzo local` recovers them"
+    let urls = Urls {
+        master: &master_url,
+        agent: agent_addr,
+        marathon: marathon.addr,
+        batch: batch.addr,
+        work: &work_line,
     };
-    println!("\nMezzo is running. {stop_hint}.\n{}", block.join("\n"));
+    println!("{}", announcement(&urls, args.clean));
 
     let client = reqwest::Client::new();
     let mut master_task = tokio::spawn(master.wait());
@@ -111,20 +97,7 @@ pub(crate) async fn run(args: LocalArgs) -> Result<()> {
         r = &mut frameworks => r.context("marathon"),
         _ = asked.wait() => Ok(()),
     };
-    let live = live_tasks(&client, &master_url).await;
-    if args.clean {
-        eprintln!(
-            "stopping {} task(s) and removing {}",
-            live.unwrap_or(0),
-            args.work_dir.display()
-        );
-        clean_tasks(&client, &master_url).await;
-    } else {
-        match live {
-            Some(n) => eprintln!("{n} task(s) keep running; the next `mezzo local` recovers them"),
-            None => eprintln!("tasks keep running; the next `mezzo local` recovers them"),
-        }
-    }
+    report_and_clean(&client, &master_url, &args).await;
     // The frameworks drain their APIs and flush their stores first; the
     // agent then its checkpoints and the master its registry.
     root.trigger();
@@ -141,6 +114,62 @@ pub(crate) async fn run(args: LocalArgs) -> Result<()> {
         remove_work_dir(&args.work_dir)?;
     }
     result
+}
+
+/// Says how many tasks keep running, or with `--clean` stops them, while
+/// the master still answers.
+async fn report_and_clean(client: &reqwest::Client, master_url: &str, args: &LocalArgs) {
+    let live = live_tasks(client, master_url).await;
+    if args.clean {
+        eprintln!(
+            "stopping {} task(s) and removing {}",
+            live.unwrap_or(0),
+            args.work_dir.display()
+        );
+        clean_tasks(client, master_url).await;
+        return;
+    }
+    match live {
+        Some(n) => eprintln!("{n} task(s) keep running; the next `mezzo local` recovers them"),
+        None => eprintln!("tasks keep running; the next `mezzo local` recovers them"),
+    }
+}
+
+/// Where everything listens, for the announcement.
+struct Urls<'a> {
+    master: &'a str,
+    agent: Option<SocketAddr>,
+    marathon: SocketAddr,
+    batch: SocketAddr,
+    work: &'a str,
+}
+
+/// The block `mezzo local` prints once everything answers: one
+/// `<component>: <url>` line each.
+fn announcement(u: &Urls<'_>, clean: bool) -> String {
+    let master = u.master;
+    let mut block = vec![
+        format!("master: {master}"),
+        format!("dashboard: {master}/"),
+        format!("master state: {master}/master/state"),
+    ];
+    if let Some(addr) = u.agent {
+        block.push(format!("agent: http://{addr}"));
+    }
+    block.push(format!("marathon: http://{}", u.marathon));
+    block.push(format!("batch: http://{}/v1/jobs", u.batch));
+    block.push(format!("work dir: {}", u.work));
+    block.push("logs: this terminal's stderr (--log debug for more)".into());
+    block.push(format!(
+        "try: cargo run --release -p mezzo-sdk --example launch -- --master {} --tasks 50",
+        master.trim_start_matches("http://")
+    ));
+    let stop_hint = if clean {
+        "Ctrl-C stops every task and removes the work dir (--clean)"
+    } else {
+        "Ctrl-C stops Mezzo; tasks keep running and the next `mezzo local` recovers them"
+    };
+    format!("\nMezzo is running. {stop_hint}.\n{}", block.join("\n"))
 }
 
 /// Tasks that still hold a process, from the master's metrics.
