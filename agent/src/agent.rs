@@ -8,8 +8,14 @@
 //! an acknowledgement to an executor, an executor launch) waits until the
 //! writer reports the number durable. So a restarted agent never lacks a
 //! task or an update that someone else already heard of.
+//!
+//! Containers: whenever an executor ends, its container is destroyed
+//! ([`crate::containers`]) off the actor's thread, and only then is the
+//! task's end reported (which releases its resources on the master). On
+//! start-up, recovery destroys the containers of executors that are gone and
+//! every orphan found on the host, and detects a reboot by the boot id.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +26,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::{self, ExecutorFate, Layout, TaskRecord};
+use crate::checkpoint::{self, ExecutorFate, Layout, RebootPlan, Recovered, TaskRecord};
 use crate::checkpoint_io::{self, Op, Writer};
+use crate::containers::Destroyer;
 use crate::event::{Event, EventTx, ExecTx, MasterTx};
 use crate::http::{AgentView, TaskView};
 use crate::launcher::{self, sandbox_dir};
@@ -40,6 +47,18 @@ struct TaskEntry {
     /// Pid of an executor found alive at recovery (not our child, so its
     /// death is noticed by polling rather than by `wait`).
     recovered_pid: Option<i32>,
+}
+
+/// What to do once a container is destroyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterDestroy {
+    /// Its executor exited (with this code, if known): report the task's
+    /// end if the executor did not.
+    ExecutorExited(Option<i32>),
+    /// Recovery found its executor gone: fail the task with this message.
+    Fail(&'static str),
+    /// No task of ours: nothing to report.
+    Orphan,
 }
 
 /// Something that must wait until a checkpoint is durable.
@@ -75,6 +94,10 @@ struct Agent {
     /// Tasks forgotten after their terminal update was acknowledged, for
     /// `/state` (bounded, oldest dropped first).
     completed: VecDeque<TaskView>,
+    /// Kills and removes containers (blocking; run off the actor's thread).
+    destroyer: Arc<Destroyer>,
+    /// Containers being destroyed, and what follows.
+    destroying: HashMap<String, AfterDestroy>,
 }
 
 /// How many forgotten tasks `/state` keeps showing.
@@ -103,6 +126,7 @@ pub(crate) async fn run(
         let _ = durable_tx.send(Event::CheckpointDurable(seq));
     })
     .map_err(|e| AgentError::io(&layout.tasks_dir(), e))?;
+    let destroyer = Arc::new(Destroyer::new(&config, &layout)?);
     let mut agent = Agent {
         agent_id: checkpoint_io::read_agent_id(&layout),
         config: config.clone(),
@@ -121,6 +145,8 @@ pub(crate) async fn run(
         started: Instant::now(),
         view,
         completed: VecDeque::new(),
+        destroyer,
+        destroying: HashMap::new(),
     };
     agent.recover();
     agent.publish();
@@ -255,6 +281,7 @@ impl Agent {
                 error,
             } => self.launch_failed(&container_id, &error),
             Event::CheckpointDurable(seq) => self.checkpoint_durable(seq),
+            Event::ContainerDestroyed { container_id } => self.container_destroyed(&container_id),
         }
     }
 
@@ -488,7 +515,81 @@ impl Agent {
         );
     }
 
+    /// An executor ended, however: its container is destroyed first (the
+    /// task's processes may have outlived it), then its end is handled.
     fn executor_exited(&mut self, container_id: &str, status: Option<i32>) {
+        if let Some(t) = self.task_of_mut(container_id) {
+            // Not polled any more: the destruction below settles it.
+            t.recovered_pid = None;
+            t.executor = None;
+        }
+        let after = if self.containers.contains_key(container_id) {
+            AfterDestroy::ExecutorExited(status)
+        } else {
+            AfterDestroy::Orphan
+        };
+        self.destroy(container_id, after);
+    }
+
+    /// Destroys the container off the actor's thread, retrying with backoff
+    /// until it is empty and removed; then [`Event::ContainerDestroyed`].
+    fn destroy(&mut self, container_id: &str, after: AfterDestroy) {
+        if self.destroying.contains_key(container_id) {
+            return;
+        }
+        self.destroying.insert(container_id.to_string(), after);
+        let destroyer = self.destroyer.clone();
+        let events = self.events.clone();
+        let container_id = container_id.to_string();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let (d, id) = (destroyer.clone(), container_id.clone());
+                let result = tokio::task::spawn_blocking(move || d.destroy(&id))
+                    .await
+                    .unwrap_or_else(|e| Err(AgentError::Isolation(format!("destroy: {e}"))));
+                match result {
+                    Ok(()) => break,
+                    // The task stays unfinished (its resources held) until
+                    // its processes are really gone.
+                    Err(e) => {
+                        warn!(container = %container_id, error = %e, "cannot destroy the container yet; retrying")
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            let _ = events.send(Event::ContainerDestroyed { container_id });
+        });
+    }
+
+    fn container_destroyed(&mut self, container_id: &str) {
+        let Some(after) = self.destroying.remove(container_id) else {
+            return;
+        };
+        debug!(container = %container_id, ?after, "container destroyed");
+        match after {
+            AfterDestroy::ExecutorExited(status) => self.executor_gone(container_id, status),
+            AfterDestroy::Fail(message) => {
+                let Some(key) = self.containers.get(container_id).cloned() else {
+                    return;
+                };
+                let st = self.status(
+                    &key,
+                    v1::TaskState::TaskFailed,
+                    message,
+                    v1::StatusReason::ReasonExecutorTerminated,
+                    None,
+                );
+                self.enqueue(&key, st);
+            }
+            AfterDestroy::Orphan => info!(container = %container_id, "orphan container destroyed"),
+        }
+    }
+
+    /// The executor and its container are gone: the task fails unless the
+    /// executor reported its end.
+    fn executor_gone(&mut self, container_id: &str, status: Option<i32>) {
         let Some(key) = self.containers.get(container_id).cloned() else {
             return;
         };
@@ -660,20 +761,66 @@ impl Agent {
 
     /// Loads checkpointed tasks after a restart. Live executors reconnect
     /// by themselves; a task whose executor died meanwhile without a
-    /// terminal update is reported TASK_FAILED.
+    /// terminal update has its container destroyed, then is reported
+    /// TASK_FAILED. After a reboot nothing is reconnected: the old records
+    /// are archived and the unfinished tasks fail ("unknown container").
+    /// Every other container found on the host is an orphan and destroyed.
     fn recover(&mut self) {
         let layout = self.layout.clone();
+        let boot_id = checkpoint_io::read_boot_id(&self.config.boot_id_path);
+        let plan = checkpoint::reboot_plan(
+            checkpoint_io::read_boot_id(&layout.boot_id()).as_deref(),
+            boot_id.as_deref(),
+            checkpoint_io::read_agent_info(&layout).as_ref(),
+            &self.info,
+        );
+        let records = checkpoint_io::read_tasks(&layout);
+        let (recovered, failure): (Vec<Recovered>, &'static str) = match &plan {
+            RebootPlan::Recover => (
+                records
+                    .into_iter()
+                    .filter_map(|r| checkpoint::recover(r, |c| launcher::live_executor(&layout, c)))
+                    .collect(),
+                "Executor terminated while the agent was down",
+            ),
+            RebootPlan::Rebooted { previous, keep_id } => {
+                warn!(previous_boot = %previous, boot = ?boot_id, keep_id, "the host rebooted since the agent last ran: its executors are gone");
+                let recovered = if *keep_id {
+                    records
+                        .into_iter()
+                        .filter_map(checkpoint::recover_after_reboot)
+                        .collect()
+                } else {
+                    // A new agent id: the old agent's tasks are the
+                    // master's to declare lost, not ours to report.
+                    Vec::new()
+                };
+                match checkpoint_io::archive(&layout, previous, !keep_id) {
+                    Ok(dir) => {
+                        info!(archive = %dir.display(), "archived the checkpoints of the previous boot")
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot archive the checkpoints of the previous boot")
+                    }
+                }
+                if !keep_id {
+                    self.agent_id.clear();
+                }
+                (recovered, checkpoint::UNKNOWN_CONTAINER)
+            }
+        };
+        let rebooted = plan != RebootPlan::Recover;
+        let mut live = HashSet::new();
         let mut dead = Vec::new();
-        for record in checkpoint_io::read_tasks(&layout) {
-            let Some(r) = checkpoint::recover(record, |c| launcher::live_executor(&layout, c))
-            else {
-                continue;
-            };
+        for r in recovered {
             let key = (r.framework.id.clone(), r.task.task_id.clone());
             let pid = match r.executor {
-                ExecutorFate::Reconnect { pid } => Some(pid),
+                ExecutorFate::Reconnect { pid } => {
+                    live.insert(r.container_id.clone());
+                    Some(pid)
+                }
                 ExecutorFate::FailTask => {
-                    dead.push(key.clone());
+                    dead.push(r.container_id.clone());
                     None
                 }
                 ExecutorFate::Gone => None,
@@ -688,7 +835,7 @@ impl Agent {
             self.tasks.insert(
                 key.clone(),
                 TaskEntry {
-                    framework_id: key.0,
+                    framework_id: key.0.clone(),
                     info: r.task,
                     state: r.state,
                     container_id: r.container_id,
@@ -698,17 +845,35 @@ impl Agent {
                     recovered_pid: pid,
                 },
             );
+            if rebooted {
+                // Its record went to the archive: write it afresh.
+                self.checkpoint(&key);
+            }
         }
-        for key in dead {
-            let st = self.status(
-                &key,
-                v1::TaskState::TaskFailed,
-                "Executor terminated while the agent was down",
-                v1::StatusReason::ReasonExecutorTerminated,
-                None,
-            );
-            self.enqueue(&key, st);
+        for container_id in dead {
+            self.destroy(&container_id, AfterDestroy::Fail(failure));
         }
+        match self.destroyer.found() {
+            Ok(found) => {
+                for container_id in checkpoint::orphans(&found, &live) {
+                    if !self.destroying.contains_key(&container_id) {
+                        warn!(container = %container_id, "destroying an orphan container");
+                        self.destroy(&container_id, AfterDestroy::Orphan);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list containers to find orphans"),
+        }
+        // Recorded after the task records above, so a crash in between
+        // finds the old boot id and archives again rather than replays.
+        if let Some(id) = &boot_id {
+            self.writer
+                .submit(Op::Write(layout.boot_id(), checkpoint::encode_boot_id(id)));
+        }
+        self.writer.submit(Op::Write(
+            layout.agent_info(),
+            checkpoint::encode_agent_info(&self.info),
+        ));
     }
 
     /// Recovered executors are not our children: poll whether they live.

@@ -11,9 +11,21 @@
 //!   pid (written by the launcher) and spec; the executors' socket is
 //!   `agent.sock`.
 //!
+//! * `meta/boot_id`: the host's boot id when the agent last ran, and
+//!   `meta/agent_info.pb`: the [`v1::AgentInfo`] it registered with
+//!   (resources and attributes are compared after a reboot);
+//! * `meta/archive/<boot id>/`: what a reboot made obsolete (task records,
+//!   run dirs, and the agent id when a new one is needed).
+//!
 //! Recovery: a task whose executor is still alive keeps running (the
 //! executor reconnects by itself); one whose executor died while the agent
-//! was down, before the task ended, is reported TASK_FAILED.
+//! was down, before the task ended, is reported TASK_FAILED once its
+//! container is destroyed. After a reboot (the boot id differs, as Mesos ≥
+//! 1.4 checks) no executor survived: nothing is probed or reconnected, the
+//! old records are archived, unfinished tasks end TASK_FAILED with
+//! REASON_EXECUTOR_TERMINATED ("Abnormal executor termination: unknown
+//! container"), and the agent keeps its id only if its resources and
+//! attributes are unchanged ([`reboot_plan`]).
 #![deny(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
@@ -37,6 +49,26 @@ impl Layout {
         self.work_dir.join("meta").join("agent_id")
     }
 
+    pub(crate) fn boot_id(&self) -> PathBuf {
+        self.work_dir.join("meta").join("boot_id")
+    }
+
+    pub(crate) fn agent_info(&self) -> PathBuf {
+        self.work_dir.join("meta").join("agent_info.pb")
+    }
+
+    pub(crate) fn archive_dir(&self) -> PathBuf {
+        self.work_dir.join("meta").join("archive")
+    }
+
+    pub(crate) fn runs_dir(&self) -> PathBuf {
+        self.work_dir.join("runs")
+    }
+
+    pub(crate) fn sandboxes_dir(&self) -> PathBuf {
+        self.work_dir.join("sandboxes")
+    }
+
     pub(crate) fn tasks_dir(&self) -> PathBuf {
         self.work_dir.join("meta").join("tasks")
     }
@@ -46,7 +78,7 @@ impl Layout {
     }
 
     pub(crate) fn run_dir(&self, container_id: &str) -> PathBuf {
-        self.work_dir.join("runs").join(container_id)
+        self.runs_dir().join(container_id)
     }
 
     pub(crate) fn executor_pid(&self, container_id: &str) -> PathBuf {
@@ -110,14 +142,107 @@ pub(crate) fn decode_agent_id(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_string()
 }
 
+/// The message of a task whose executor a reboot took (Mesos' wording, so
+/// tools that match it keep working).
+pub(crate) const UNKNOWN_CONTAINER: &str = "Abnormal executor termination: unknown container";
+
+/// The boot id record's contents.
+pub(crate) fn encode_boot_id(id: &str) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}
+
+/// A boot id as read from `/proc/sys/kernel/random/boot_id` or the record
+/// (None if empty).
+pub(crate) fn decode_boot_id(bytes: &[u8]) -> Option<String> {
+    let id = String::from_utf8_lossy(bytes).trim().to_string();
+    (!id.is_empty()).then_some(id)
+}
+
+/// The agent info record's contents.
+pub(crate) fn encode_agent_info(info: &v1::AgentInfo) -> Vec<u8> {
+    prost::Message::encode_to_vec(info)
+}
+
+/// Decodes an agent info record.
+pub(crate) fn decode_agent_info(bytes: &[u8]) -> Result<v1::AgentInfo, prost::DecodeError> {
+    <v1::AgentInfo as prost::Message>::decode(bytes)
+}
+
+/// Whether an agent may keep its id: its resources and attributes are
+/// those it registered with (Mesos' `equal` reconfiguration policy). With
+/// no record to compare with (an agent from before this record existed),
+/// it keeps its id, as it always did.
+pub(crate) fn compatible(previous: Option<&v1::AgentInfo>, current: &v1::AgentInfo) -> bool {
+    previous.is_none_or(|p| {
+        mezzo_proto::Resources::from_proto(&p.resources)
+            == mezzo_proto::Resources::from_proto(&current.resources)
+            && p.attributes == current.attributes
+    })
+}
+
+/// What a start-up makes of the checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RebootPlan {
+    /// Same boot (or unknown: no boot id recorded or readable): recover as
+    /// after an agent restart.
+    Recover,
+    /// The host rebooted since `previous` was recorded: archive the old
+    /// records under it; keep the agent id or register anew.
+    Rebooted { previous: String, keep_id: bool },
+}
+
+/// Decides from the recorded and current boot ids and agent infos whether
+/// the host rebooted. Either boot id missing means "cannot tell", and the
+/// agent recovers as it always did rather than discard live tasks.
+pub(crate) fn reboot_plan(
+    recorded: Option<&str>,
+    current: Option<&str>,
+    previous_info: Option<&v1::AgentInfo>,
+    info: &v1::AgentInfo,
+) -> RebootPlan {
+    match (recorded, current) {
+        (Some(r), Some(c)) if r != c => RebootPlan::Rebooted {
+            previous: r.to_string(),
+            keep_id: compatible(previous_info, info),
+        },
+        _ => RebootPlan::Recover,
+    }
+}
+
+/// What a task record means after a reboot: its executor and container
+/// are gone whatever the record says, so no pid is probed (it would name
+/// an unrelated process of the new boot). Unfinished tasks fail; finished
+/// ones keep only their unacknowledged updates, if any.
+pub(crate) fn recover_after_reboot(record: v1::CheckpointedTask) -> Option<Recovered> {
+    let r = recover(record, |_| None)?;
+    (r.executor == ExecutorFate::FailTask || !r.pending.is_empty()).then_some(r)
+}
+
+/// Containers to destroy at start-up: every container found on the host
+/// (cgroups under the root, processes carrying a container id) that is not
+/// one whose executor is alive and reconnecting.
+pub(crate) fn orphans<'a>(
+    found: impl IntoIterator<Item = &'a String>,
+    live: &std::collections::HashSet<String>,
+) -> Vec<String> {
+    let mut out: Vec<String> = found
+        .into_iter()
+        .filter(|c| !live.contains(*c))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// What becomes of a recovered task's executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ExecutorFate {
     /// Still alive with this pid: it reconnects by itself; it is not the
     /// new agent's child, so its death is noticed by polling the pid.
     Reconnect { pid: i32 },
-    /// Died while the agent was down before its task ended: the task is
-    /// reported TASK_FAILED.
+    /// Died while the agent was down before its task ended: its container
+    /// is destroyed, then the task is reported TASK_FAILED.
     FailTask,
     /// Gone after its task ended (terminal state or terminal update
     /// queued): nothing more to report.
@@ -294,6 +419,102 @@ mod tests {
         assert_eq!(recover(rec, |_| None), None);
     }
 
+    fn info(resources: &str, attributes: &str) -> v1::AgentInfo {
+        v1::AgentInfo {
+            hostname: "h".into(),
+            resources: mezzo_proto::Resources::parse(resources)
+                .map(|r| r.to_proto())
+                .unwrap_or_default(),
+            attributes: mezzo_proto::resources::parse_attributes(attributes).unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_same_or_an_unknown_boot_recovers_as_before() {
+        let i = info("cpus:2;mem:1024", "rack:r1");
+        assert_eq!(
+            reboot_plan(Some("b1"), Some("b1"), Some(&i), &i),
+            RebootPlan::Recover
+        );
+        // First start, an agent from before boot ids, an unreadable boot id.
+        assert_eq!(reboot_plan(None, Some("b1"), None, &i), RebootPlan::Recover);
+        assert_eq!(reboot_plan(Some("b1"), None, None, &i), RebootPlan::Recover);
+    }
+
+    #[test]
+    fn a_new_boot_id_is_a_reboot_keeping_the_id_only_if_compatible() {
+        let i = info("cpus:2;mem:1024;ports:[31000-31010]", "rack:r1");
+        let same = info("cpus:2;mem:1024;ports:[31000-31010]", "rack:r1");
+        assert_eq!(
+            reboot_plan(Some("b1"), Some("b2"), Some(&i), &same),
+            RebootPlan::Rebooted {
+                previous: "b1".into(),
+                keep_id: true
+            }
+        );
+        for changed in [
+            info("cpus:4;mem:1024;ports:[31000-31010]", "rack:r1"),
+            info("cpus:2;mem:1024;ports:[31000-31020]", "rack:r1"),
+            info("cpus:2;mem:1024;ports:[31000-31010]", "rack:r2"),
+            info("cpus:2;mem:1024;ports:[31000-31010]", ""),
+        ] {
+            assert_eq!(
+                reboot_plan(Some("b1"), Some("b2"), Some(&i), &changed),
+                RebootPlan::Rebooted {
+                    previous: "b1".into(),
+                    keep_id: false
+                },
+                "{changed:?}"
+            );
+        }
+        // No agent info recorded: nothing says it changed.
+        assert!(compatible(None, &i));
+        // The hostname is not part of the comparison.
+        let renamed = v1::AgentInfo {
+            hostname: "other".into(),
+            ..same
+        };
+        assert!(compatible(Some(&i), &renamed));
+    }
+
+    #[test]
+    fn boot_ids_and_agent_infos_round_trip() {
+        assert_eq!(
+            decode_boot_id(&encode_boot_id("43a6-b8\n")).as_deref(),
+            Some("43a6-b8")
+        );
+        assert_eq!(decode_boot_id(b"  \n"), None);
+        let i = info("cpus:1;mem:64", "zone:a");
+        assert_eq!(decode_agent_info(&encode_agent_info(&i)).ok(), Some(i));
+    }
+
+    #[test]
+    fn after_a_reboot_nothing_is_probed_and_unfinished_tasks_fail() {
+        let running = decode_task(&record(v1::TaskState::TaskRunning, &[], false)).ok();
+        let r = running.and_then(recover_after_reboot);
+        assert_eq!(r.map(|r| r.executor), Some(ExecutorFate::FailTask));
+
+        // A finished task with its terminal update still unacknowledged keeps it.
+        let queued = [status(v1::TaskState::TaskFinished, 3)];
+        let done = decode_task(&record(v1::TaskState::TaskRunning, &queued, false)).ok();
+        let r = done.and_then(recover_after_reboot);
+        assert_eq!(r.as_ref().map(|r| r.executor), Some(ExecutorFate::Gone));
+        assert_eq!(r.map(|r| r.pending), Some(queued.to_vec()));
+
+        // A finished, acknowledged task leaves nothing to recover.
+        let acked = decode_task(&record(v1::TaskState::TaskFinished, &[], false)).ok();
+        assert_eq!(acked.and_then(recover_after_reboot), None);
+    }
+
+    #[test]
+    fn orphans_are_found_containers_without_a_live_executor() {
+        let found: Vec<String> = ["c3", "c1", "c2", "c1"].map(String::from).to_vec();
+        let live: std::collections::HashSet<String> = ["c2".to_string()].into();
+        assert_eq!(orphans(&found, &live), vec!["c1", "c3"]);
+        assert!(orphans(&found[..0], &live).is_empty());
+    }
+
     #[test]
     fn only_pb_files_are_task_records() {
         let l = Layout::new(Path::new("/w"));
@@ -303,5 +524,7 @@ mod tests {
             "/w/meta/tasks/c1.pb.tmp"
         )));
         assert_eq!(l.executor_pid("c1"), Path::new("/w/runs/c1/executor.pid"));
+        assert_eq!(l.boot_id(), Path::new("/w/meta/boot_id"));
+        assert_eq!(l.archive_dir(), Path::new("/w/meta/archive"));
     }
 }

@@ -145,6 +145,77 @@ pub(crate) fn read_agent_id(layout: &Layout) -> String {
         .unwrap_or_default()
 }
 
+/// A boot id file's contents (the kernel's or the record), None if it is
+/// missing, unreadable or empty.
+pub(crate) fn read_boot_id(path: &Path) -> Option<String> {
+    match std::fs::read(path) {
+        Ok(b) => checkpoint::decode_boot_id(&b),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(path = %path.display(), error = %e, "cannot read boot id");
+            }
+            None
+        }
+    }
+}
+
+/// The agent info recorded at the last start, if any.
+pub(crate) fn read_agent_info(layout: &Layout) -> Option<v1::AgentInfo> {
+    let path = layout.agent_info();
+    let bytes = std::fs::read(&path).ok()?;
+    match checkpoint::decode_agent_info(&bytes) {
+        Ok(info) => Some(info),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "unreadable agent info record ignored");
+            None
+        }
+    }
+}
+
+/// Moves the records a reboot made obsolete (task records, run dirs, and
+/// the agent id unless it is kept) to `meta/archive/<name>[-n]/`, where an
+/// operator can still read them and nothing replays them. Renames within
+/// the work dir, so each move is atomic. Returns the archive directory.
+pub(crate) fn archive(
+    layout: &Layout,
+    name: &str,
+    agent_id_too: bool,
+) -> Result<PathBuf, crate::AgentError> {
+    let base = layout.archive_dir();
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut dest = base.join(&safe);
+    let mut n = 1;
+    while dest.exists() {
+        dest = base.join(format!("{safe}-{n}"));
+        n += 1;
+    }
+    std::fs::create_dir_all(&dest).map_err(|e| crate::AgentError::io(&dest, e))?;
+    let mut moves = vec![
+        (layout.tasks_dir(), dest.join("tasks")),
+        (layout.runs_dir(), dest.join("runs")),
+    ];
+    if agent_id_too {
+        moves.push((layout.agent_id(), dest.join("agent_id")));
+    }
+    for (from, to) in moves {
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::AgentError::io(&from, e)),
+        }
+    }
+    Ok(dest)
+}
+
 /// Every readable task record; unreadable ones are logged and skipped.
 pub(crate) fn read_tasks(layout: &Layout) -> Vec<v1::CheckpointedTask> {
     let dir = layout.tasks_dir();
@@ -246,6 +317,33 @@ mod tests {
         let tasks = read_tasks(&layout);
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].container_id, "c1");
+        Ok(())
+    }
+
+    #[test]
+    fn archiving_moves_the_records_out_of_recovery() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let layout = Layout::new(dir.path());
+        mezzo_runtime::fs::write_atomic(&layout.agent_id(), b"agent-1")?;
+        mezzo_runtime::fs::write_atomic(&layout.task("c1"), b"x")?;
+        mezzo_runtime::fs::write_atomic(&layout.executor_pid("c1"), b"42")?;
+        let dest = archive(&layout, "boot/1", false)?;
+        assert_eq!(dest, layout.archive_dir().join("boot_1"));
+        assert!(read_tasks(&layout).is_empty());
+        assert!(dest.join("tasks").join("c1.pb").is_file());
+        assert!(dest.join("runs").join("c1").join("executor.pid").is_file());
+        assert_eq!(read_agent_id(&layout), "agent-1", "kept");
+        // A second archive of the same name does not overwrite the first.
+        let again = archive(&layout, "boot/1", true)?;
+        assert_eq!(again, layout.archive_dir().join("boot_1-1"));
+        assert_eq!(read_agent_id(&layout), "");
+        assert!(again.join("agent_id").is_file());
+
+        let boot = dir.path().join("boot_id");
+        assert_eq!(read_boot_id(&boot), None);
+        std::fs::write(&boot, "b-1\n")?;
+        assert_eq!(read_boot_id(&boot).as_deref(), Some("b-1"));
+        assert_eq!(read_agent_info(&layout), None);
         Ok(())
     }
 }

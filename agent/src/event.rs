@@ -50,4 +50,8 @@ pub(crate) enum Event {
     },
     /// Every checkpoint write numbered up to this one is durable.
     CheckpointDurable(Seq),
+    /// The container has no process left and its cgroup is removed.
+    ContainerDestroyed {
+        container_id: String,
+    },
 }

@@ -5,7 +5,9 @@
 //! reports every state to the agent until the agent acknowledges it.
 //!
 //! It runs on a single-threaded runtime so that joining the cgroup between
-//! fork and exec happens in a process without other threads.
+//! fork and exec happens in a process without other threads. The task gets
+//! `PR_SET_PDEATHSIG` (SIGKILL) in the same window, so it dies with the
+//! executor; whatever the task forked is the agent's to sweep.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -251,14 +253,41 @@ fn spawn_task(
         .into_iter()
         .filter_map(|p| CString::new(p.into_os_string().into_encoded_bytes()).ok())
         .collect();
-    // SAFETY: the closure only calls `join_in_child`, which uses nothing but
-    // open/write/close on pre-built C strings (async-signal-safe), and the
-    // executor is single-threaded.
+    // Read before the fork: the child compares it with its parent after
+    // arming the death signal.
+    let executor_pid = std::process::id() as libc::pid_t;
+    // SAFETY: the closure only calls `die_with_parent` (prctl, getppid) and
+    // `join_in_child` (open/write/close on pre-built C strings), all
+    // async-signal-safe, and the executor is single-threaded.
     unsafe {
-        cmd.pre_exec(move || mezzo_isolators::join_in_child(&procs));
+        cmd.pre_exec(move || {
+            die_with_parent(executor_pid)?;
+            mezzo_isolators::join_in_child(&procs)
+        });
     }
     cmd.spawn()
         .map_err(|e| AgentError::io(Path::new(&spec.value), e))
+}
+
+/// In the forked child, before exec: the task gets SIGKILL when the
+/// executor dies, so a crashed or killed executor does not leave its task
+/// running unmanaged (the agent's sweep then catches the task's own
+/// children, which this does not reach). It runs after the uid change
+/// `Command` makes, which would otherwise clear it. If the executor died
+/// before the signal was armed, the child is already an orphan: it fails
+/// instead of exec'ing.
+fn die_with_parent(executor_pid: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no
+    // pointers; getppid has no preconditions.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != executor_pid {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    Ok(())
 }
 
 fn lookup_user(name: &str) -> Result<(u32, u32), AgentError> {

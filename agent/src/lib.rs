@@ -6,7 +6,8 @@
 //!   streams) and `checkpoint` (records and recovery) are its pure cores,
 //!   `checkpoint_io` the writer thread that makes records durable;
 //! * `launcher`, `master_link`, `executor_link`: starting executors, the
-//!   master stream, the executors' socket;
+//!   master stream, the executors' socket; `containers`: destroying the
+//!   container of an executor that is gone, and orphans;
 //! * [`executor`]: the per-task executor process;
 //! * [`protocol`]: the agent <-> executor messages;
 //! * [`http`] and `files`: the agent's HTTP API;
@@ -14,13 +15,15 @@
 //!
 //! Invariants: the agent talks only to the master it registered with (newer
 //! epoch wins); an executor never exits before the agent has its terminal
-//! update; the agent keeps each update until the framework acknowledged it;
+//! update; a container never outlives its executor (the agent destroys it,
+//! and reports the task's end only once it is gone); the agent keeps each update until the framework acknowledged it;
 //! nothing a checkpoint records leaves the agent before it is durable.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod agent;
 mod checkpoint;
 mod checkpoint_io;
+mod containers;
 mod event;
 pub mod executor;
 mod executor_link;
@@ -76,6 +79,9 @@ impl AgentError {
     }
 }
 
+/// Where Linux publishes the id of the current boot.
+pub const DEFAULT_BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
 /// The agent's configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -112,6 +118,11 @@ pub struct AgentConfig {
     pub executor_binary: PathBuf,
     /// Default user for tasks that name none (empty = the agent's user).
     pub default_user: String,
+    /// Where the host's boot id is read (default
+    /// `/proc/sys/kernel/random/boot_id`, or `MEZZO_BOOT_ID_PATH`, which
+    /// tests use to simulate a reboot). A boot id different from the one
+    /// checkpointed means the host rebooted and no old executor survived.
+    pub boot_id_path: PathBuf,
     /// Stops the agent when tripped: its HTTP server stops, pending
     /// checkpoints are flushed, the master stream closes and [`run`] /
     /// [`RunningAgent::wait`] return; executors keep running for the next
@@ -148,6 +159,9 @@ impl AgentConfig {
             executor_binary: std::env::current_exe()
                 .map_err(|e| AgentError::io(Path::new("/proc/self/exe"), e))?,
             default_user: String::new(),
+            boot_id_path: std::env::var_os("MEZZO_BOOT_ID_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_BOOT_ID_PATH)),
             shutdown: Shutdown::new(),
         })
     }
