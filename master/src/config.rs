@@ -35,6 +35,11 @@ pub struct MasterConfig {
     /// How long agents known to the registry get to re-register after a
     /// failover before they are marked unreachable (Mesos: 10 min).
     pub agent_reregister_timeout: Duration,
+    /// At most this many agents are removed (marked unreachable, their
+    /// tasks lost) per period, whether they missed their pings or did not
+    /// re-register after a failover; the rest wait their turn (Mesos
+    /// `--agent_removal_rate_limit`; None = remove at once).
+    pub agent_removal_rate_limit: Option<RateLimit>,
     /// Tripped to stop: the master stops accepting, closes every stream
     /// with a reason, flushes its registry and returns from `wait`.
     pub shutdown: mezzo_runtime::Shutdown,
@@ -56,8 +61,78 @@ impl Default for MasterConfig {
             zk_session_timeout: Duration::from_secs(10),
             work_dir: None,
             agent_reregister_timeout: Duration::from_secs(600),
+            agent_removal_rate_limit: None,
             shutdown: mezzo_runtime::Shutdown::new(),
         }
+    }
+}
+
+/// A rate in Mesos' `N/Duration` form (`1/10mins`, `2/3hrs`): `permits`
+/// events per `period`, spaced evenly (one every `period / permits`), as
+/// Mesos' `RateLimiter` releases them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Events allowed per period (at least 1).
+    pub permits: u32,
+    /// The period.
+    pub period: Duration,
+}
+
+impl RateLimit {
+    /// The least time between two events.
+    pub fn interval(&self) -> Duration {
+        self.period / self.permits.max(1)
+    }
+
+    /// Parses `N/Duration`; the duration is a number and one of Mesos'
+    /// units (`ns us ms secs mins hrs days weeks`, singular and short
+    /// forms accepted), e.g. `1/10mins`, `5/1secs`, `2/1.5hrs`.
+    pub fn parse(text: &str) -> Result<RateLimit, String> {
+        let text = text.trim();
+        let invalid = |why: &str| {
+            format!("invalid rate '{text}': {why} (expected N/Duration, e.g. 1/10mins)")
+        };
+        let (n, d) = text.split_once('/').ok_or_else(|| invalid("no '/'"))?;
+        let permits: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| invalid("the count is not a whole number"))?;
+        if permits == 0 {
+            return Err(invalid("the count must be at least 1"));
+        }
+        let d = d.trim();
+        let split = d
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| invalid("the duration has no unit"))?;
+        let (num, unit) = d.split_at(split);
+        let num: f64 = num
+            .parse()
+            .map_err(|_| invalid("the duration is not a number"))?;
+        let unit_secs = match unit.trim() {
+            "ns" | "nsecs" => 1e-9,
+            "us" | "usecs" => 1e-6,
+            "ms" | "msecs" => 1e-3,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86_400.0,
+            "w" | "week" | "weeks" => 604_800.0,
+            _ => return Err(invalid("unknown duration unit")),
+        };
+        let secs = num * unit_secs;
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(invalid("the duration must be positive"));
+        }
+        Ok(RateLimit {
+            permits,
+            period: Duration::from_secs_f64(secs),
+        })
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}secs", self.permits, self.period.as_secs_f64())
     }
 }
 
@@ -90,5 +165,36 @@ mod tests {
         assert_eq!(w["b"], 3.0);
         assert!(parse_weights("a").unwrap_err().contains("'a'"));
         assert!(parse_weights("a=-1").is_err());
+    }
+
+    #[test]
+    fn rate_limits_in_mesos_syntax() {
+        let r = RateLimit::parse("1/10mins").unwrap();
+        assert_eq!(r.permits, 1);
+        assert_eq!(r.period, Duration::from_secs(600));
+        assert_eq!(r.interval(), Duration::from_secs(600));
+        let r = RateLimit::parse(" 2/3hrs ").unwrap();
+        assert_eq!(r.interval(), Duration::from_secs(5400));
+        assert_eq!(
+            RateLimit::parse("4/2secs").unwrap().interval(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            RateLimit::parse("1/1.5s").unwrap().period,
+            Duration::from_millis(1500)
+        );
+        for bad in [
+            "",
+            "1",
+            "0/1secs",
+            "x/1secs",
+            "1/secs",
+            "1/10",
+            "1/10fortnights",
+            "1/0secs",
+        ] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad}");
+        }
+        assert!(RateLimit::parse("1/10").unwrap_err().contains("1/10mins"));
     }
 }

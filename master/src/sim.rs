@@ -20,6 +20,9 @@ use crate::config::MasterConfig;
 use crate::state::{Call, ConnId, Input, Master, Output, Reply, Time};
 use crate::MasterError;
 
+/// Wall-clock seconds at the simulation's time zero.
+const WALL_ORIGIN: f64 = 1_000_000.0;
+
 /// A simulated agent.
 #[derive(Debug, Default)]
 pub struct SimAgent {
@@ -99,13 +102,44 @@ impl Sim {
             epoch: 1,
         };
         Sim {
-            master: Master::new(config, info, 1_000_000.0, seed),
+            master: Master::new(config, info, WALL_ORIGIN, seed),
             now: Time::ZERO,
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             conns: HashMap::new(),
             next_conn: 1,
         }
+    }
+
+    /// The leading master dies and a standby takes over in `epoch` with the
+    /// registry the old leader last wrote, as a ZooKeeper election does:
+    /// every stream to the old master ends with it; agents keep their
+    /// tasks and unacknowledged updates, frameworks their ids, and each
+    /// must re-attach (`attach_agent`) or re-subscribe (`subscribe`).
+    pub fn fail_over(&mut self, epoch: u64) -> Result<(), MasterError> {
+        let mut config = (*self.master.config).clone();
+        config.zk.get_or_insert_with(|| "zk://sim/mezzo".into());
+        let registry = self.master.registry.clone();
+        let info = v1::MasterInfo {
+            id: format!("sim{epoch}"),
+            epoch,
+            ..self.master.info.clone()
+        };
+        self.master = Master::new(config, info, WALL_ORIGIN, epoch);
+        self.conns.clear();
+        for a in self.agents.values_mut() {
+            a.conn = None;
+        }
+        for f in self.frameworks.values_mut() {
+            if f.conn.take().is_some() {
+                f.closed = Some(Some("the master died".into()));
+            }
+        }
+        self.input(Input::Leadership(crate::state::LeaderState::Leading {
+            epoch,
+            registry: Some(registry),
+        }))
+        .map(|_| ())
     }
 
     /// Feeds one input and delivers what follows until quiet.

@@ -216,6 +216,7 @@ impl Master {
                         statuses: vec![(state, wall)],
                         last_status: None,
                         healthy: None,
+                        unacked: None,
                         info: Arc::new(task),
                     },
                 );
@@ -291,11 +292,23 @@ impl Master {
         let wall = self.wall();
         let mut released = None;
         let mut launch_latency = None;
-        if let Some(t) = self
-            .frameworks
-            .get_mut(&update.framework_id)
-            .and_then(|fw| fw.tasks.get_mut(&status.task_id))
-        {
+        let mut forward = true;
+        let fw = self.frameworks.get_mut(&update.framework_id);
+        let subscription = fw.as_ref().and_then(|f| f.connected.then_some(f.conn));
+        if let Some(t) = fw.and_then(|fw| fw.tasks.get_mut(&status.task_id)) {
+            if !status.uuid.is_empty() {
+                // The agent retries its head until acknowledged (and on
+                // every re-registration): the subscription that already
+                // has this update does not get it again.
+                let delivered = t.unacked.as_ref().is_some_and(|u| {
+                    u.status.uuid == status.uuid && u.sent_on.is_some() && u.sent_on == subscription
+                });
+                forward = !delivered;
+                t.unacked = Some(super::Unacked {
+                    status: status.clone(),
+                    sent_on: subscription,
+                });
+            }
             if !t.state.is_terminal() {
                 if state == TaskState::TaskRunning && t.state != TaskState::TaskRunning {
                     launch_latency = t.statuses.first().map(|(_, staged)| wall - staged);
@@ -319,8 +332,13 @@ impl Master {
         if let Some(res) = released {
             self.release(&update.framework_id, agent_id, &res);
         }
+        if !forward {
+            debug!(task.id = %status.task_id, state = ?state, "status update retried: already delivered on this subscription");
+            return;
+        }
         debug!(task.id = %status.task_id, state = ?state, "status update");
-        // Undelivered (framework disconnected) updates are retried by the agent.
+        // Undelivered (framework disconnected) updates wait in `unacked`
+        // for the framework's next subscription; the agent retries too.
         self.send_update(&update.framework_id, status);
     }
 
@@ -356,6 +374,10 @@ impl Master {
                 released = state.is_terminal().then(|| t.resources.clone());
                 t.state = state;
                 t.statuses.push((state, wall));
+                // What the master says now supersedes the agent's older
+                // update: a re-subscribing framework is not sent it again
+                // (the agent still retries it if it comes back).
+                t.unacked = None;
             }
         }
         if let Some(res) = released {
@@ -418,45 +440,54 @@ impl Master {
         }
     }
 
-    /// Agents from the registry that did not re-register in time become
-    /// unreachable (Mesos' `--agent_reregister_timeout`).
+    /// Agents from the registry that did not re-register in time are
+    /// queued for removal (Mesos' `--agent_reregister_timeout`); they stay
+    /// expected until their turn comes, so a late one is still welcome.
     pub(super) fn expire_expected_agents(&mut self, now: Time) {
-        let expired: Vec<String> = self
+        let mut expired: Vec<(Time, String)> = self
             .expected_agents
             .iter()
             .filter(|(_, (_, deadline))| *deadline <= now)
-            .map(|(id, _)| id.clone())
+            .map(|(id, (_, deadline))| (*deadline, id.clone()))
             .collect();
-        let wall = self.wall();
-        for id in expired {
-            let Some((a, _)) = self.expected_agents.remove(&id) else {
-                continue;
-            };
-            warn!(agent.id = %id, "agent did not re-register after the failover: unreachable");
-            let total = Resources::parse(&a.resources).unwrap_or_default();
-            self.agents.insert(
-                id.clone(),
-                Agent {
-                    id: id.clone(),
-                    info: v1::AgentInfo {
-                        id: id.clone(),
-                        hostname: a.hostname.clone(),
-                        port: a.port,
-                        resources: total.to_proto(),
-                        attributes: Vec::new(),
-                    },
-                    total,
-                    used: Resources::new(),
-                    offered: Resources::new(),
-                    connected: false,
-                    conn: 0,
-                    last_seen: now,
-                    last_ping: now,
-                    reachable: false,
-                    registered_time: wall,
-                    reregistered_time: None,
-                },
-            );
+        // The map's order is arbitrary: queue by deadline, then id, so a
+        // rate-limited run is reproducible.
+        expired.sort();
+        for (_, id) in expired {
+            self.schedule_removal(&id);
         }
+    }
+
+    /// Records an agent that never re-registered as unreachable.
+    pub(super) fn remove_expected_agent(&mut self, id: &str, now: Time) {
+        let Some((a, _)) = self.expected_agents.remove(id) else {
+            return;
+        };
+        let wall = self.wall();
+        warn!(agent.id = %id, "agent did not re-register after the failover: unreachable");
+        let total = Resources::parse(&a.resources).unwrap_or_default();
+        self.agents.insert(
+            id.to_string(),
+            Agent {
+                id: id.to_string(),
+                info: v1::AgentInfo {
+                    id: id.to_string(),
+                    hostname: a.hostname.clone(),
+                    port: a.port,
+                    resources: total.to_proto(),
+                    attributes: Vec::new(),
+                },
+                total,
+                used: Resources::new(),
+                offered: Resources::new(),
+                connected: false,
+                conn: 0,
+                last_seen: now,
+                last_ping: now,
+                reachable: false,
+                registered_time: wall,
+                reregistered_time: None,
+            },
+        );
     }
 }

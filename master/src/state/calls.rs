@@ -264,6 +264,7 @@ impl Master {
                     state: TaskState::TaskStaging,
                     statuses: vec![(TaskState::TaskStaging, wall)],
                     last_status: None,
+                    unacked: None,
                     healthy: None,
                     info: Arc::new(t),
                 },
@@ -426,6 +427,17 @@ impl Master {
             t.state.is_terminal() && t.last_status.as_ref().is_some_and(|s| s.uuid == a.uuid)
         });
         let task_id = a.task_id.clone();
+        let acks_head =
+            task.is_some_and(|t| t.unacked.as_ref().is_some_and(|u| u.status.uuid == a.uuid));
+        if acks_head {
+            if let Some(t) = self
+                .frameworks
+                .get_mut(fid)
+                .and_then(|f| f.tasks.get_mut(&task_id))
+            {
+                t.unacked = None;
+            }
+        }
         self.tell_agent(
             &agent_id,
             master_message::Message::Acknowledge(v1::AcknowledgeUpdate {

@@ -145,6 +145,7 @@ impl Master {
                 master_info: Some(self.info.clone()),
             }),
         );
+        self.send_unacked_updates(&id, conn);
         if self.registry.frameworks.get(&id) != Some(&registered) {
             let key = id.clone();
             self.registry_update(|r| {
@@ -153,6 +154,44 @@ impl Master {
         }
         self.allocate_now = true;
         Ok(id)
+    }
+
+    /// Sends a framework that just subscribed on `conn` every update its
+    /// tasks' agents hold unacknowledged (at most one per task, the head),
+    /// so it need not wait for the agents' next retry: after a master
+    /// failover that retry can be `--status-update-retry-interval` away.
+    fn send_unacked_updates(&mut self, framework_id: &str, conn: ConnId) {
+        let pending: Vec<String> = self
+            .frameworks
+            .get(framework_id)
+            .map(|f| {
+                f.tasks
+                    .values()
+                    .filter(|t| t.unacked.is_some())
+                    .map(|t| t.info.task_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for task_id in pending {
+            let Some(status) = self
+                .frameworks
+                .get_mut(framework_id)
+                .and_then(|f| f.tasks.get_mut(&task_id))
+                .and_then(|t| t.unacked.as_mut())
+                .map(|u| {
+                    u.sent_on = Some(conn);
+                    u.status.clone()
+                })
+            else {
+                continue;
+            };
+            self.send_framework(
+                conn,
+                event::Event::Update(event::Update {
+                    status: Some(status),
+                }),
+            );
+        }
     }
 
     pub(super) fn framework_closed(&mut self, framework_id: &str, conn: ConnId) {

@@ -108,6 +108,7 @@ impl Master {
         self.completed_frameworks.clear();
         self.offers.clear();
         self.expected_agents.clear();
+        self.removals.clear();
         // The next term loads the registry afresh; this one's writes are fenced.
         self.registry = RegistryState::default();
         self.registry_dirty = false;

@@ -22,6 +22,7 @@ mod frameworks;
 mod leadership;
 mod model;
 mod offers;
+mod removals;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -36,7 +37,7 @@ use crate::registry::{AdmittedAgent, RegistryState};
 use crate::MasterError;
 
 pub(crate) use frameworks::MAX_COMPLETED_FRAMEWORKS;
-pub use model::{Agent, Call, ConnId, Framework, OfferRec, Task};
+pub use model::{Agent, Call, ConnId, Framework, OfferRec, Task, Unacked};
 
 /// Monotonic time since the core was created. The shell maps its clock onto
 /// it; the simulation advances it by hand.
@@ -171,6 +172,11 @@ pub struct Metrics {
     pub agent_reregistrations: u64,
     /// Agents marked unreachable.
     pub agent_removals: u64,
+    /// Agents queued for removal (Mesos' `master/slave_unreachable_scheduled`).
+    pub agent_removals_scheduled: u64,
+    /// Queued removals dropped because the agent came back (Mesos'
+    /// `master/slave_unreachable_canceled`).
+    pub agent_removals_canceled: u64,
     /// Allocation run, offer->accept and launch latencies.
     pub timings: Timings,
 }
@@ -203,6 +209,8 @@ pub struct Master {
     registry_dirty: bool,
     /// Agents the registry knows that have not re-registered yet.
     expected_agents: HashMap<String, (AdmittedAgent, Time)>,
+    /// Agents that timed out, waiting for the removal rate limit.
+    removals: removals::RemovalQueue,
     /// `host:port` of the leader, for redirects.
     pub(crate) leader_hint: Option<String>,
     pub(crate) elected_time: Option<f64>,
@@ -237,6 +245,7 @@ impl Master {
             registry: RegistryState::default(),
             registry_dirty: false,
             expected_agents: HashMap::new(),
+            removals: removals::RemovalQueue::default(),
             leader_hint: None,
             elected_time: standalone.then_some(wall_origin),
             outputs: Vec::new(),

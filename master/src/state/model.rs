@@ -127,6 +127,24 @@ pub struct Task {
     pub last_status: Option<v1::TaskStatus>,
     /// Last health the executor reported; master-generated updates keep it.
     pub healthy: Option<bool>,
+    /// The agent's update awaiting the framework's acknowledgement (the
+    /// head of the task's stream on the agent).
+    pub unacked: Option<Unacked>,
+}
+
+/// An agent's status update the framework has not acknowledged yet.
+///
+/// The master keeps it so that a framework that (re-)subscribes gets it at
+/// once rather than at the agent's next retry, and so that the agent's
+/// retries (every `--status-update-retry-interval`, and on every
+/// re-registration) reach a subscription once: each update is delivered
+/// once per subscription, in order, because only the head is in flight.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    /// The update as forwarded (agent and framework ids filled in).
+    pub status: v1::TaskStatus,
+    /// The framework stream it was forwarded on, if any.
+    pub sent_on: Option<ConnId>,
 }
 
 /// A framework the master knows (subscribed, disconnected within its

@@ -65,6 +65,7 @@ impl Master {
         let now = self.now();
         self.expire_expected_agents(now);
         self.ping_agents();
+        self.remove_queued_agents(now);
         if let Some(timeout) = self.config.offer_timeout {
             let expired: Vec<String> = self
                 .offers
@@ -114,8 +115,8 @@ impl Master {
         }
     }
 
-    /// Pings agents due a ping; marks those silent past the deadline
-    /// unreachable.
+    /// Pings agents due a ping; queues those silent past the deadline for
+    /// removal (see `removals.rs`).
     fn ping_agents(&mut self) {
         let now = self.now();
         let ping = self.config.agent_ping_timeout;
@@ -140,7 +141,7 @@ impl Master {
             self.tell_agent(&id, master_message::Message::Ping(v1::Ping {}));
         }
         for agent_id in unreachable {
-            self.mark_unreachable(&agent_id);
+            self.schedule_removal(&agent_id);
         }
     }
 
