@@ -24,8 +24,12 @@ pub(crate) async fn run(config: Arc<AgentConfig>, events: EventTx, shutdown: Shu
     }
 }
 
+/// First delay before reconnecting; it doubles up to
+/// `--max-registration-backoff`.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+
 async fn keep_attached(config: Arc<AgentConfig>, events: EventTx) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = INITIAL_BACKOFF;
     // With `zk://` the leader is whoever ZooKeeper elected; otherwise the
     // configured address, or where a standby redirected us.
     let mut detector = match mezzo_zk::ZkUrl::parse(&config.master) {
@@ -36,6 +40,10 @@ async fn keep_attached(config: Arc<AgentConfig>, events: EventTx) {
     };
     let mut redirect: Option<String> = None;
     loop {
+        // The leader this attempt goes to, as ZooKeeper named it.
+        let tried = detector
+            .as_mut()
+            .and_then(|rx| rx.borrow().as_ref().map(|l| l.epoch));
         let target = match detector.as_mut() {
             Some(rx) => {
                 let leader = rx
@@ -66,7 +74,7 @@ async fn keep_attached(config: Arc<AgentConfig>, events: EventTx) {
             None => attempt.await,
         };
         match result {
-            Ok(()) => backoff = Duration::from_millis(100),
+            Ok(()) => backoff = INITIAL_BACKOFF,
             Err(AgentError::Redirect(leader)) => {
                 info!(leader = %leader, "redirected to the leading master");
                 redirect = Some(leader);
@@ -79,8 +87,40 @@ async fn keep_attached(config: Arc<AgentConfig>, events: EventTx) {
         if events.is_closed() {
             return;
         }
-        tokio::time::sleep(backoff + jitter(backoff / 2)).await;
-        backoff = (backoff * 2).min(config.max_registration_backoff);
+        let delay = backoff + jitter(backoff / 2);
+        if wait_or_new_leader(detector.as_mut(), tried, delay).await {
+            // A dead leader keeps its znode until its session expires, so
+            // by the time a successor is elected the backoff has grown to
+            // seconds: sleeping it out is what made failovers slow. Go to
+            // the new leader now, after a jitter that spreads the agents.
+            info!("a new leading master was elected: re-registering");
+            backoff = INITIAL_BACKOFF;
+            tokio::time::sleep(jitter(INITIAL_BACKOFF)).await;
+        } else {
+            backoff = (backoff * 2).min(config.max_registration_backoff);
+        }
+    }
+}
+
+/// Sleeps `delay`, or less if ZooKeeper names a leader other than `tried`
+/// (then returns true).
+async fn wait_or_new_leader(
+    detector: Option<&mut tokio::sync::watch::Receiver<Option<mezzo_zk::LeaderInfo>>>,
+    tried: Option<u64>,
+    delay: Duration,
+) -> bool {
+    let Some(rx) = detector else {
+        tokio::time::sleep(delay).await;
+        return false;
+    };
+    let new_leader = |l: &Option<mezzo_zk::LeaderInfo>| {
+        l.as_ref()
+            .is_some_and(|l| Some(l.epoch) != tried && l.address().is_some())
+    };
+    tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        // A closed detector disables this branch: the sleep decides.
+        Ok(_) = rx.wait_for(new_leader) => true,
     }
 }
 
@@ -166,6 +206,37 @@ async fn attach_once(target: &str, events: &EventTx) -> Result<(), AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backoff that has grown long is cut short when ZooKeeper names a
+    /// new leader.
+    #[tokio::test]
+    async fn a_new_leader_ends_the_backoff_at_once() {
+        let leader = |epoch| {
+            Some(mezzo_zk::LeaderInfo {
+                epoch,
+                data: Vec::new(),
+                json: serde_json::json!({"address": {"ip": "127.0.0.1", "port": 5050}}),
+            })
+        };
+        let (tx, mut rx) = tokio::sync::watch::channel(leader(1));
+        let delay = Duration::from_millis(50);
+        assert!(
+            !wait_or_new_leader(Some(&mut rx), Some(1), delay).await,
+            "same leader: the delay"
+        );
+        let waiter = tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let woke = wait_or_new_leader(Some(&mut rx), Some(1), Duration::from_secs(60)).await;
+            (woke, start.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send_replace(leader(2));
+        let (woke, waited) = waiter.await.unwrap();
+        assert!(woke);
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        // Without ZooKeeper there is only the delay.
+        assert!(!wait_or_new_leader(None, None, Duration::from_millis(5)).await);
+    }
 
     #[test]
     fn jitter_stays_below_its_bound() {

@@ -139,6 +139,12 @@ struct MasterFlags {
     /// re-registered within this time are marked unreachable.
     #[arg(long, env = "MEZZO_AGENT_REREGISTER_TIMEOUT", default_value = "10min", value_parser = parse_duration)]
     agent_reregister_timeout: Duration,
+    /// Most agents removed per period when they miss their pings or do not
+    /// re-register after a failover, as `N/Duration` (Mesos
+    /// `--agent_removal_rate_limit`, e.g. `1/10mins`); the rest wait their
+    /// turn and are kept if they come back. Unset: removed at once.
+    #[arg(long, env = "MEZZO_AGENT_REMOVAL_RATE_LIMIT", value_parser = mezzo_master::config::RateLimit::parse)]
+    agent_removal_rate_limit: Option<mezzo_master::config::RateLimit>,
 }
 
 /// ZooKeeper flags of `master`.
@@ -318,6 +324,7 @@ fn master_config(
         max_agent_ping_timeouts: f.max_agent_ping_timeouts,
         framework_heartbeat_interval: f.framework_heartbeat_interval,
         agent_reregister_timeout: f.agent_reregister_timeout,
+        agent_removal_rate_limit: f.agent_removal_rate_limit,
         weights: mezzo_master::parse_weights(&f.weights).map_err(|e| anyhow!("--weights: {e}"))?,
         ..MasterConfig::default()
     })
