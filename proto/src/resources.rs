@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::v1;
 
@@ -152,16 +153,69 @@ impl fmt::Display for RangeSet {
 }
 
 /// A bundle of unreserved resources.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The maps sit behind a shared, copy-on-write pointer: the master copies
+/// bundles far more often than it changes them (every offer is a copy of an
+/// agent's free resources, every snapshot and view shares task resources),
+/// so a clone is a reference-count increment and only a mutation of a shared
+/// bundle copies its maps. `None` is the empty bundle, so `Resources::new()`
+/// and the many empty `used`/`offered` fields allocate nothing.
+#[derive(Clone, Default)]
 pub struct Resources {
+    inner: Option<Arc<Inner>>,
+}
+
+/// The contents of a [`Resources`]; zero scalars and empty range sets are
+/// removed by `subtract`, so equal bundles have equal maps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Inner {
     scalars: BTreeMap<String, i64>,
     ranges: BTreeMap<String, RangeSet>,
+}
+
+/// What an empty bundle reads as.
+static EMPTY: Inner = Inner {
+    scalars: BTreeMap::new(),
+    ranges: BTreeMap::new(),
+};
+
+impl PartialEq for Resources {
+    fn eq(&self, other: &Self) -> bool {
+        let same_pointer = match (&self.inner, &other.inner) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same_pointer || self.get() == other.get()
+    }
+}
+
+impl Eq for Resources {}
+
+impl fmt::Debug for Resources {
+    // The same text as the derive on the former plain struct, so logs and
+    // test failures read as before.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resources")
+            .field("scalars", &self.get().scalars)
+            .field("ranges", &self.get().ranges)
+            .finish()
+    }
 }
 
 impl Resources {
     /// No resources.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn get(&self) -> &Inner {
+        self.inner.as_deref().unwrap_or(&EMPTY)
+    }
+
+    /// The maps for writing: copied first only if another bundle shares them.
+    fn get_mut(&mut self) -> &mut Inner {
+        Arc::make_mut(self.inner.get_or_insert_with(Default::default))
     }
 
     /// Parses Mesos' text syntax: `cpus:4;mem:8192;disk:10000;ports:[31000-32000]`.
@@ -254,8 +308,9 @@ impl Resources {
 
     /// The wire form.
     pub fn to_proto(&self) -> Vec<v1::Resource> {
-        let mut out = Vec::with_capacity(self.scalars.len() + self.ranges.len());
-        for (name, v) in &self.scalars {
+        let inner = self.get();
+        let mut out = Vec::with_capacity(inner.scalars.len() + inner.ranges.len());
+        for (name, v) in &inner.scalars {
             out.push(v1::Resource {
                 name: name.clone(),
                 r#type: v1::ValueType::Scalar as i32,
@@ -264,7 +319,7 @@ impl Resources {
                 ..Default::default()
             });
         }
-        for (name, set) in &self.ranges {
+        for (name, set) in &inner.ranges {
             out.push(v1::Resource {
                 name: name.clone(),
                 r#type: v1::ValueType::Ranges as i32,
@@ -286,7 +341,14 @@ impl Resources {
         if f == 0 {
             return;
         }
-        *self.scalars.entry(name.to_string()).or_insert(0) += f;
+        let scalars = &mut self.get_mut().scalars;
+        // `get_mut` first: a name already present is not allocated again.
+        match scalars.get_mut(name) {
+            Some(cur) => *cur += f,
+            None => {
+                scalars.insert(name.to_string(), f);
+            }
+        }
     }
 
     /// Adds ranges to resource `name`.
@@ -294,7 +356,7 @@ impl Resources {
         if set.is_empty() {
             return;
         }
-        let cur = self.ranges.entry(name.to_string()).or_default();
+        let cur = self.get_mut().ranges.entry(name.to_string()).or_default();
         *cur = cur.union(set);
     }
 
@@ -312,7 +374,8 @@ impl Resources {
 
     /// The amount of scalar `name` (0 when absent).
     pub fn scalar(&self, name: &str) -> f64 {
-        self.scalars
+        self.get()
+            .scalars
             .get(name)
             .map(|v| from_fixed(*v))
             .unwrap_or(0.0)
@@ -320,51 +383,81 @@ impl Resources {
 
     /// The ranges of `name` (empty when absent).
     pub fn ranges(&self, name: &str) -> RangeSet {
-        self.ranges.get(name).cloned().unwrap_or_default()
+        self.get().ranges.get(name).cloned().unwrap_or_default()
     }
 
     /// Iterates over `(name, amount)` of every scalar.
     pub fn scalars(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.scalars
+        self.get()
+            .scalars
             .iter()
             .map(|(k, v)| (k.as_str(), from_fixed(*v)))
     }
 
     /// Iterates over `(name, ranges)` of every range resource.
     pub fn range_resources(&self) -> impl Iterator<Item = (&str, &RangeSet)> {
-        self.ranges.iter().map(|(k, v)| (k.as_str(), v))
+        self.get().ranges.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// True when there is nothing in the bundle.
     pub fn is_empty(&self) -> bool {
-        self.scalars.values().all(|v| *v <= 0) && self.ranges.values().all(RangeSet::is_empty)
+        let inner = self.get();
+        inner.scalars.values().all(|v| *v <= 0) && inner.ranges.values().all(RangeSet::is_empty)
     }
 
     /// `self += other`.
     pub fn add(&mut self, other: &Resources) {
-        for (k, v) in &other.scalars {
-            *self.scalars.entry(k.clone()).or_insert(0) += v;
+        let Some(theirs) = &other.inner else {
+            return;
+        };
+        if self.inner.is_none() {
+            // Adding to nothing: share `other`'s maps instead of copying them.
+            self.inner = Some(Arc::clone(theirs));
+            return;
         }
-        for (k, set) in &other.ranges {
+        let mine = self.get_mut();
+        for (k, v) in &theirs.scalars {
+            match mine.scalars.get_mut(k) {
+                Some(cur) => *cur += v,
+                None => {
+                    mine.scalars.insert(k.clone(), *v);
+                }
+            }
+        }
+        for (k, set) in &theirs.ranges {
             self.add_ranges(k, set);
         }
     }
 
     /// `self -= other`, never going below zero.
     pub fn subtract(&mut self, other: &Resources) {
-        for (k, v) in &other.scalars {
-            if let Some(cur) = self.scalars.get_mut(k) {
+        // Nothing to take, or nothing to take from: leave shared maps shared.
+        let (Some(theirs), Some(_)) = (&other.inner, &self.inner) else {
+            return;
+        };
+        if self
+            .inner
+            .as_ref()
+            .is_some_and(|mine| Arc::ptr_eq(mine, theirs))
+        {
+            // `x - x`: everything goes (the loops below would also empty it).
+            self.inner = None;
+            return;
+        }
+        let mine = self.get_mut();
+        for (k, v) in &theirs.scalars {
+            if let Some(cur) = mine.scalars.get_mut(k) {
                 *cur = (*cur - v).max(0);
                 if *cur == 0 {
-                    self.scalars.remove(k);
+                    mine.scalars.remove(k);
                 }
             }
         }
-        for (k, set) in &other.ranges {
-            if let Some(cur) = self.ranges.get_mut(k) {
+        for (k, set) in &theirs.ranges {
+            if let Some(cur) = mine.ranges.get_mut(k) {
                 *cur = cur.difference(set);
                 if cur.is_empty() {
-                    self.ranges.remove(k);
+                    mine.ranges.remove(k);
                 }
             }
         }
@@ -386,25 +479,27 @@ impl Resources {
 
     /// True when `other` fits inside `self`.
     pub fn contains(&self, other: &Resources) -> bool {
-        other
+        let (mine, theirs) = (self.get(), other.get());
+        theirs
             .scalars
             .iter()
-            .all(|(k, v)| *v <= 0 || self.scalars.get(k).is_some_and(|mine| mine >= v))
-            && other.ranges.iter().all(|(k, set)| {
-                set.is_empty() || self.ranges.get(k).is_some_and(|mine| mine.contains(set))
+            .all(|(k, v)| *v <= 0 || mine.scalars.get(k).is_some_and(|m| m >= v))
+            && theirs.ranges.iter().all(|(k, set)| {
+                set.is_empty() || mine.ranges.get(k).is_some_and(|m| m.contains(set))
             })
     }
 
     /// Names of the resources of `other` that do not fit in `self`.
     pub fn shortfall(&self, other: &Resources) -> Vec<String> {
+        let (mine, theirs) = (self.get(), other.get());
         let mut out = Vec::new();
-        for (k, v) in &other.scalars {
-            if *v > 0 && self.scalars.get(k).is_none_or(|mine| mine < v) {
+        for (k, v) in &theirs.scalars {
+            if *v > 0 && mine.scalars.get(k).is_none_or(|m| m < v) {
                 out.push(k.clone());
             }
         }
-        for (k, set) in &other.ranges {
-            if !set.is_empty() && !self.ranges.get(k).is_some_and(|mine| mine.contains(set)) {
+        for (k, set) in &theirs.ranges {
+            if !set.is_empty() && !mine.ranges.get(k).is_some_and(|m| m.contains(set)) {
                 out.push(k.clone());
             }
         }
@@ -442,15 +537,16 @@ impl Resources {
 
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.get();
         let mut first = true;
-        for (k, v) in &self.scalars {
+        for (k, v) in &inner.scalars {
             if !first {
                 f.write_str("; ")?;
             }
             first = false;
             write!(f, "{k}:{}", from_fixed(*v))?;
         }
-        for (k, set) in &self.ranges {
+        for (k, set) in &inner.ranges {
             if !first {
                 f.write_str("; ")?;
             }
