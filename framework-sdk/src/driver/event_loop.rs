@@ -215,10 +215,31 @@ impl EventLoop {
             if back_off {
                 let delay = self.backoff.next_delay();
                 debug!(?delay, "backing off before re-subscribing");
+                // A dead leader's znode outlives it by a session timeout, so
+                // the backoff has grown by the time a successor is elected:
+                // a new leader in ZooKeeper ends the wait at once.
+                let new_leader = |l: &Option<mezzo_zk::LeaderInfo>| {
+                    l.as_ref()
+                        .is_some_and(|l| Some(l.epoch) != leader_epoch && l.address().is_some())
+                };
+                let elected = async {
+                    match detector.as_mut() {
+                        Some(rx) => {
+                            if rx.wait_for(new_leader).await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     biased;
                     () = wait_stopped(&mut self.lifecycle) => return Ok(scheduler),
                     () = tokio::time::sleep(delay) => {}
+                    () = elected => {
+                        info!("a new leading master was elected: re-subscribing");
+                        self.backoff.reset();
+                    }
                 }
             }
         }
