@@ -327,79 +327,70 @@ async fn metrics_snapshot(State(ctx): Shared) -> Json<Value> {
 async fn prometheus(State(ctx): Shared) -> Response {
     let v = ctx.view.borrow().clone();
     match render_prometheus(&ctx, &v) {
-        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Ok(text) => (
+            [(header::CONTENT_TYPE, mezzo_runtime::prom::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 fn render_prometheus(ctx: &Ctx, v: &AgentView) -> Result<String, prometheus::Error> {
-    use prometheus::{Encoder, Gauge, GaugeVec, IntGauge, IntGaugeVec, Opts, Registry};
     let m = ctx.metrics(v);
     let num = |k: &str| m.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-    let reg = Registry::new();
-    let registered = IntGauge::new(
+    let e = mezzo_runtime::prom::Exposition::new();
+    e.int_gauge(
         "mezzo_agent_registered",
         "1 while the agent is registered with a master",
+        i64::from(v.registered),
     )?;
-    registered.set(i64::from(v.registered));
-    reg.register(Box::new(registered))?;
-    let uptime = Gauge::new(
+    e.gauge(
         "mezzo_agent_uptime_seconds",
         "Seconds since the agent started",
+        num("slave/uptime_secs"),
     )?;
-    uptime.set(num("slave/uptime_secs"));
-    reg.register(Box::new(uptime))?;
-    let total = GaugeVec::new(
-        Opts::new(
+    let resources = |kind: &str| {
+        ["cpus", "mem", "disk"].map(|r| (r.to_string(), num(&format!("slave/{r}_{kind}"))))
+    };
+    e.labelled_gauge(
+        (
             "mezzo_agent_resources_capacity",
             "Resources the agent offers",
+            "resource",
         ),
-        &["resource"],
+        resources("total"),
     )?;
-    let used = GaugeVec::new(
-        Opts::new(
+    e.labelled_gauge(
+        (
             "mezzo_agent_resources_used",
             "Resources used by the agent's live tasks",
+            "resource",
         ),
-        &["resource"],
+        resources("used"),
     )?;
-    for r in ["cpus", "mem", "disk"] {
-        total
-            .with_label_values(&[r])
-            .set(num(&format!("slave/{r}_total")));
-        used.with_label_values(&[r])
-            .set(num(&format!("slave/{r}_used")));
-    }
-    reg.register(Box::new(total))?;
-    reg.register(Box::new(used))?;
-    let tasks = IntGaugeVec::new(
-        Opts::new(
+    e.labelled_int_gauge(
+        (
             "mezzo_agent_tasks",
             "Tasks on this agent (live and recently completed) by state",
+            "state",
         ),
-        &["state"],
+        TaskState::ALL.map(|s| {
+            let n = num(&format!("slave/tasks_{}", s.metric_suffix())) as i64;
+            (s.as_str_name().to_string(), n)
+        }),
     )?;
-    for s in TaskState::ALL {
-        tasks
-            .with_label_values(&[s.as_str_name()])
-            .set(num(&format!("slave/tasks_{}", s.metric_suffix())) as i64);
-    }
-    reg.register(Box::new(tasks))?;
-    let executors = IntGauge::new(
+    e.int_gauge(
         "mezzo_agent_executors_running",
         "Executor processes running",
+        num("slave/executors_running") as i64,
     )?;
-    executors.set(num("slave/executors_running") as i64);
-    reg.register(Box::new(executors))?;
-    let fws = IntGauge::new(
+    e.int_gauge(
         "mezzo_agent_frameworks_active",
         "Frameworks with live tasks on this agent",
+        num("slave/frameworks_active") as i64,
     )?;
-    fws.set(num("slave/frameworks_active") as i64);
-    reg.register(Box::new(fws))?;
-    let mut buf = Vec::new();
-    prometheus::TextEncoder::new().encode(&reg.gather(), &mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    e.render(Vec::new())
 }
 
 /// Binds the agent's HTTP listener (before the agent announces itself).

@@ -10,9 +10,9 @@
 use std::collections::VecDeque;
 use std::sync::LazyLock;
 
+use mezzo_runtime::prom::Exposition;
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry,
 };
 use serde_json::{json, Map, Value};
 
@@ -188,120 +188,79 @@ fn num(m: &Value, k: &str) -> f64 {
 /// per-framework allocation) plus the latency histograms.
 pub(crate) fn render(snap: &Snapshot) -> Result<String, prometheus::Error> {
     let metrics = crate::view::metrics_json(snap);
-    let reg = Registry::new();
-    cluster_gauges(&reg, &metrics)?;
-    counters(&reg, &metrics)?;
-    framework_gauges(&reg, snap)?;
-    let mut families = reg.gather();
-    families.extend(HISTOGRAMS.registry.gather());
-    families.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut buf = Vec::new();
-    TextEncoder::new().encode(&families, &mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    let e = Exposition::new();
+    cluster_gauges(&e, &metrics)?;
+    counters(&e, &metrics)?;
+    framework_gauges(&e, snap)?;
+    e.render(HISTOGRAMS.registry.gather())
 }
 
 /// Registers `collector` with `reg`.
-fn register<C: prometheus::core::Collector + 'static>(
-    reg: &Registry,
-    collector: C,
-) -> Result<(), prometheus::Error> {
-    reg.register(Box::new(collector))
-}
-
-/// One gauge per status or state, labelled, read from `/metrics/snapshot`.
-fn labelled_gauge(
-    reg: &Registry,
-    (name, help, label): (&str, &str, &str),
-    values: impl IntoIterator<Item = (String, f64)>,
-) -> Result<(), prometheus::Error> {
-    let g = IntGaugeVec::new(Opts::new(name, help), &[label])?;
-    for (l, v) in values {
-        g.with_label_values(&[l.as_str()]).set(v as i64);
-    }
-    register(reg, g)
-}
-
-fn cluster_gauges(reg: &Registry, metrics: &Value) -> Result<(), prometheus::Error> {
-    for (name, help, key) in [
-        (
-            "mezzo_master_elected",
-            "1 if this master is the leader",
-            "master/elected",
-        ),
-        (
-            "mezzo_master_uptime_seconds",
-            "Seconds since the master started",
-            "master/uptime_secs",
-        ),
-    ] {
-        let g = Gauge::new(name, help)?;
-        g.set(num(metrics, key));
-        register(reg, g)?;
-    }
-    labelled_gauge(
-        reg,
+fn cluster_gauges(e: &Exposition, metrics: &Value) -> Result<(), prometheus::Error> {
+    e.gauge(
+        "mezzo_master_elected",
+        "1 if this master is the leader",
+        num(metrics, "master/elected"),
+    )?;
+    e.gauge(
+        "mezzo_master_uptime_seconds",
+        "Seconds since the master started",
+        num(metrics, "master/uptime_secs"),
+    )?;
+    let int = |key: String| num(metrics, &key) as i64;
+    e.labelled_int_gauge(
         (
             "mezzo_master_agents",
             "Agents known to the master by status",
             "status",
         ),
         ["active", "connected", "disconnected", "unreachable"]
-            .map(|s| (s.to_string(), num(metrics, &format!("master/slaves_{s}")))),
+            .map(|s| (s.to_string(), int(format!("master/slaves_{s}")))),
     )?;
-    labelled_gauge(
-        reg,
+    e.labelled_int_gauge(
         ("mezzo_master_frameworks", "Frameworks by status", "status"),
-        ["active", "connected", "disconnected"].map(|s| {
-            (
-                s.to_string(),
-                num(metrics, &format!("master/frameworks_{s}")),
-            )
-        }),
+        ["active", "connected", "disconnected"]
+            .map(|s| (s.to_string(), int(format!("master/frameworks_{s}")))),
     )?;
-    let offers = IntGauge::new(
+    e.int_gauge(
         "mezzo_master_outstanding_offers",
         "Offers made and not yet accepted, declined or rescinded",
+        int("master/outstanding_offers".into()),
     )?;
-    offers.set(num(metrics, "master/outstanding_offers") as i64);
-    register(reg, offers)?;
-    labelled_gauge(
-        reg,
+    e.labelled_int_gauge(
         (
             "mezzo_master_tasks",
             "Tasks (live and completed ones kept in memory) by state",
             "state",
         ),
         mezzo_proto::v1::TaskState::ALL.map(|s| {
-            let v = num(metrics, &format!("master/tasks_{}", s.metric_suffix()));
+            let v = int(format!("master/tasks_{}", s.metric_suffix()));
             (s.as_str_name().to_string(), v)
         }),
     )?;
-    let total = GaugeVec::new(
-        Opts::new(
+    let resources = |kind: &str| {
+        ["cpus", "mem", "disk"]
+            .map(|r| (r.to_string(), num(metrics, &format!("master/{r}_{kind}"))))
+    };
+    e.labelled_gauge(
+        (
             "mezzo_master_resources_capacity",
             "Resources of reachable agents",
+            "resource",
         ),
-        &["resource"],
+        resources("total"),
     )?;
-    let used = GaugeVec::new(
-        Opts::new(
+    e.labelled_gauge(
+        (
             "mezzo_master_resources_used",
             "Resources used by tasks on reachable agents",
+            "resource",
         ),
-        &["resource"],
-    )?;
-    for r in ["cpus", "mem", "disk"] {
-        total
-            .with_label_values(&[r])
-            .set(num(metrics, &format!("master/{r}_total")));
-        used.with_label_values(&[r])
-            .set(num(metrics, &format!("master/{r}_used")));
-    }
-    register(reg, total)?;
-    register(reg, used)
+        resources("used"),
+    )
 }
 
-fn counters(reg: &Registry, metrics: &Value) -> Result<(), prometheus::Error> {
+fn counters(e: &Exposition, metrics: &Value) -> Result<(), prometheus::Error> {
     let messages = IntCounterVec::new(
         Opts::new(
             "mezzo_master_messages_total",
@@ -318,7 +277,7 @@ fn counters(reg: &Registry, metrics: &Value) -> Result<(), prometheus::Error> {
             }
         }
     }
-    register(reg, messages)?;
+    e.add(messages)?;
     for (name, help, key) in [
         (
             "mezzo_allocator_runs_total",
@@ -346,15 +305,13 @@ fn counters(reg: &Registry, metrics: &Value) -> Result<(), prometheus::Error> {
             "master/invalid_launches",
         ),
     ] {
-        let c = IntCounter::new(name, help)?;
-        c.inc_by(num(metrics, key).max(0.0) as u64);
-        register(reg, c)?;
+        e.counter(name, help, num(metrics, key).max(0.0) as u64)?;
     }
     Ok(())
 }
 
 /// Per-framework allocation: what operators chart to see who holds what.
-fn framework_gauges(reg: &Registry, snap: &Snapshot) -> Result<(), prometheus::Error> {
+fn framework_gauges(e: &Exposition, snap: &Snapshot) -> Result<(), prometheus::Error> {
     let labels = ["framework_id", "framework_name", "role", "resource"];
     let fw_used = GaugeVec::new(
         Opts::new(
@@ -377,8 +334,8 @@ fn framework_gauges(reg: &Registry, snap: &Snapshot) -> Result<(), prometheus::E
             fw_offered.with_label_values(&l).set(f.offered.scalar(r));
         }
     }
-    register(reg, fw_used)?;
-    register(reg, fw_offered)
+    e.add(fw_used)?;
+    e.add(fw_offered)
 }
 
 #[cfg(test)]

@@ -130,7 +130,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
 async fn prometheus(State(s): State<AppState>) -> Response {
     let snap = s.snapshot.borrow().clone();
     match crate::metrics::render(&snap) {
-        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Ok(text) => (
+            [(header::CONTENT_TYPE, mezzo_runtime::prom::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
