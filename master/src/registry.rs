@@ -13,8 +13,7 @@
 //!   fsync, rename), versioned inside the file.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -163,22 +162,11 @@ impl Registry for FileRegistry {
             state: state.clone(),
         })
         .map_err(|e| self.err(e))?;
-        write_atomic(&self.path, &body).map_err(|e| self.err(e))?;
+        mezzo_runtime::fs::write_atomic(&self.path, &body).map_err(|e| self.err(e))?;
         Ok(version)
     }
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    // The rename is durable only once the directory is synced.
-    std::fs::File::open(dir)?.sync_all()
-}
 
 /// The HA registry: the znode `<zk path>/registry`, written only while the
 /// writer's election node exists.
