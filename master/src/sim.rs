@@ -419,6 +419,12 @@ impl Sim {
         );
     }
 
+    /// Agent `name`'s retry timer fires: it resends the head of every
+    /// task's stream on its current stream.
+    pub fn retry_unacked(&mut self, name: &str) {
+        self.resend_unacked(name);
+    }
+
     fn resend_unacked(&mut self, name: &str) {
         let heads: Vec<(String, v1::TaskStatus)> = self
             .agents

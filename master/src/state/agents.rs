@@ -293,20 +293,30 @@ impl Master {
         let mut released = None;
         let mut launch_latency = None;
         let mut forward = true;
+        let agent_conn = self.agents.get(agent_id).map_or(0, |a| a.conn);
         let fw = self.frameworks.get_mut(&update.framework_id);
         let subscription = fw.as_ref().and_then(|f| f.connected.then_some(f.conn));
         if let Some(t) = fw.and_then(|fw| fw.tasks.get_mut(&status.task_id)) {
             if !status.uuid.is_empty() {
-                // The agent retries its head until acknowledged (and on
-                // every re-registration): the subscription that already
-                // has this update does not get it again.
-                let delivered = t.unacked.as_ref().is_some_and(|u| {
-                    u.status.uuid == status.uuid && u.sent_on.is_some() && u.sent_on == subscription
+                // A re-registered agent resends its heads at once: the
+                // subscription that already has this update (sent when it
+                // subscribed, or before the agent reconnected) does not get
+                // it again. Timed retries on the same stream go through.
+                let resent_on_reregistration = t.unacked.as_ref().is_some_and(|u| {
+                    u.status.uuid == status.uuid
+                        && u.sent_on.is_some()
+                        && u.sent_on == subscription
+                        && u.agent_conn != agent_conn
                 });
-                forward = !delivered;
+                forward = !resent_on_reregistration;
                 t.unacked = Some(super::Unacked {
                     status: status.clone(),
-                    sent_on: subscription,
+                    sent_on: if forward {
+                        subscription
+                    } else {
+                        t.unacked.as_ref().and_then(|u| u.sent_on)
+                    },
+                    agent_conn,
                 });
             }
             if !t.state.is_terminal() {
@@ -333,7 +343,7 @@ impl Master {
             self.release(&update.framework_id, agent_id, &res);
         }
         if !forward {
-            debug!(task.id = %status.task_id, state = ?state, "status update retried: already delivered on this subscription");
+            debug!(task.id = %status.task_id, state = ?state, "update resent by a re-registered agent: this subscription has it");
             return;
         }
         debug!(task.id = %status.task_id, state = ?state, "status update");

@@ -135,16 +135,20 @@ pub struct Task {
 /// An agent's status update the framework has not acknowledged yet.
 ///
 /// The master keeps it so that a framework that (re-)subscribes gets it at
-/// once rather than at the agent's next retry, and so that the agent's
-/// retries (every `--status-update-retry-interval`, and on every
-/// re-registration) reach a subscription once: each update is delivered
-/// once per subscription, in order, because only the head is in flight.
+/// once rather than at the agent's next retry, and so that the resend an
+/// agent makes when it re-registers (after a master failover or a
+/// reconnect) does not reach a subscription that already has the update.
+/// The agent's timed retries (`--status-update-retry-interval`) are still
+/// forwarded, as in Mesos: a framework that does not acknowledge is
+/// reminded.
 #[derive(Debug, Clone)]
 pub struct Unacked {
     /// The update as forwarded (agent and framework ids filled in).
     pub status: v1::TaskStatus,
-    /// The framework stream it was forwarded on, if any.
+    /// The framework stream it was last forwarded on, if any.
     pub sent_on: Option<ConnId>,
+    /// The agent stream it last arrived on.
+    pub agent_conn: ConnId,
 }
 
 /// A framework the master knows (subscribed, disconnected within its

@@ -746,8 +746,8 @@ fn an_unacknowledged_update_is_delivered_once_per_subscription_by_the_next_leade
             once,
             "agent_first={agent_first}"
         );
-        // The agent's retries (another re-registration) reach this
-        // subscription no more.
+        // Another re-registration's resend reaches this subscription no
+        // more.
         sim.disconnect_agent("a");
         sim.attach_agent("a").unwrap();
         sim.advance(30 * SEC, SEC);
@@ -757,6 +757,14 @@ fn an_unacknowledged_update_is_delivered_once_per_subscription_by_the_next_leade
             "agent_first={agent_first}"
         );
         assert!(sim.master.frameworks[&fid].tasks["t"].unacked.is_some());
+        // A timed retry does, as in Mesos: a framework that does not
+        // acknowledge is reminded.
+        sim.retry_unacked("a");
+        assert_eq!(
+            updates_since_subscribed(&sim, "f"),
+            vec![once[0].clone(), once[0].clone()],
+            "agent_first={agent_first}"
+        );
         // Acknowledged: the next update follows, once, in order.
         let uuid = sim.agents["a"].unacked.values().next().unwrap()[0]
             .uuid
@@ -774,6 +782,7 @@ fn an_unacknowledged_update_is_delivered_once_per_subscription_by_the_next_leade
         assert_eq!(
             updates_since_subscribed(&sim, "f"),
             vec![
+                ("t".to_string(), TaskState::TaskRunning),
                 ("t".to_string(), TaskState::TaskRunning),
                 ("t".to_string(), TaskState::TaskFinished)
             ]
