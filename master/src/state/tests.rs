@@ -656,6 +656,11 @@ fn silent_agents_are_removed_at_the_rate_limit_and_one_that_returns_is_kept() {
     assert_eq!(at, expected, "one removal every 10 s");
     assert_eq!(sim.master.metrics.agent_removals, 8);
     assert_eq!(sim.master.metrics.agent_removals_canceled, 2);
+    // Operators see the queue under Mesos' names.
+    let m = crate::view::Snapshot::of(&sim.master).metrics();
+    assert_eq!(m["master/slave_unreachable_scheduled"], 10);
+    assert_eq!(m["master/slave_unreachable_canceled"], 2);
+    assert_eq!(m["master/slave_unreachable_completed"], 8);
     for (i, t) in tasks.iter().enumerate() {
         let last = states_of(&sim, "f", t).last().copied();
         let want = if i == 4 || i == 6 {

@@ -103,7 +103,7 @@ fn resource_gauges(snap: &Snapshot, m: &mut Map<String, Value>) {
 
 fn counters(snap: &Snapshot, m: &mut Map<String, Value>) {
     let c = &snap.metrics;
-    let counters: [(&str, u64); 8] = [
+    let counters: [(&str, u64); 11] = [
         ("master/messages_status_update", c.status_updates),
         ("master/valid_status_updates", c.status_updates),
         ("mezzo/tasks_launched", c.launched_tasks),
@@ -111,6 +111,16 @@ fn counters(snap: &Snapshot, m: &mut Map<String, Value>) {
         ("master/slave_registrations", c.agent_registrations),
         ("master/slave_reregistrations", c.agent_reregistrations),
         ("master/slave_removals", c.agent_removals),
+        // Mesos' names for the --agent-removal-rate-limit queue.
+        (
+            "master/slave_unreachable_scheduled",
+            c.agent_removals_scheduled,
+        ),
+        (
+            "master/slave_unreachable_canceled",
+            c.agent_removals_canceled,
+        ),
+        ("master/slave_unreachable_completed", c.agent_removals),
         ("allocator/mesos/allocation_runs", c.allocation_runs),
     ];
     for (name, value) in counters {
