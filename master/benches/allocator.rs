@@ -13,85 +13,20 @@
 //! carrying a refuse filter, as after frameworks have declined offers.
 //! `clone_10000_offers_only` times just copying every agent's `Resources`,
 //! the part of a round that returning owned offers makes unavoidable.
+//! `allocator_scale.rs` prints how a round grows up to 50,000 agents.
 //! Results and the machine they were taken on: docs/PERFORMANCE.md.
 
-use std::collections::HashMap;
+#[path = "common/alloc_cluster.rs"]
+mod alloc_cluster;
+
 use std::hint::black_box;
 use std::time::Duration;
 
+use alloc_cluster::{cluster, half_filtered, no_filter};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mezzo_master::allocator::{allocate, AgentSlot, AllocatorConfig, FrameworkSlot, Round};
-use mezzo_proto::{RangeSet, Resources};
+use mezzo_master::allocator::{allocate, AllocatorConfig, Round};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-struct Cluster {
-    agents: Vec<AgentSlot>,
-    frameworks: Vec<FrameworkSlot>,
-    weights: HashMap<String, f64>,
-    total: Resources,
-}
-
-fn parse(text: &str) -> Resources {
-    match Resources::parse(text) {
-        Ok(r) => r,
-        Err(e) => panic!("benchmark resources {text:?}: {e}"),
-    }
-}
-
-fn cluster(agents: usize, frameworks: usize, roles: usize) -> Cluster {
-    let agent_total = parse("cpus:24;mem:4096;disk:4096;ports:[31000-32000]");
-    let task_scalars = parse("cpus:16;mem:2014;disk:1024");
-    let mut rng = StdRng::seed_from_u64(0x006d_657a_7a6f);
-
-    let mut fws: Vec<FrameworkSlot> = (0..frameworks)
-        .map(|i| FrameworkSlot {
-            id: format!("framework-{i:05}"),
-            role: format!("role-{}", i % roles),
-            allocated: Resources::new(),
-            suppressed: false,
-        })
-        .collect();
-    let weights = (0..roles)
-        .map(|r| (format!("role-{r}"), 1.0 + (r % 3) as f64))
-        .collect();
-
-    let mut total = Resources::new();
-    let agents = (0..agents)
-        .map(|i| {
-            let ports = RangeSet::from_ranges((0..16).map(|_| {
-                let p = rng.random_range(31000..=32000);
-                (p, p)
-            }));
-            let used = task_scalars.clone().with_ranges("ports", ports);
-            fws[i % frameworks].allocated.add(&used);
-            total.add(&agent_total);
-            AgentSlot {
-                id: format!("agent-{i:05}"),
-                available: agent_total.minus(&used),
-            }
-        })
-        .collect();
-
-    Cluster {
-        agents,
-        frameworks: fws,
-        weights,
-        total,
-    }
-}
-
-/// A cheap, well-mixed "declined" pattern: about half of all pairs.
-fn half_filtered(f: usize, a: usize) -> bool {
-    let h = (f as u64)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .wrapping_add((a as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f));
-    (h >> 32) & 1 == 1
-}
-
-fn no_filter(_: usize, _: usize) -> bool {
-    false
-}
+use rand::SeedableRng;
 
 fn bench_round(c: &mut Criterion) {
     let mut group = c.benchmark_group("allocate_round");

@@ -24,6 +24,9 @@ pub mod sim;
 pub mod state;
 mod view;
 
+#[doc(hidden)]
+pub use view::bench_api;
+
 use std::net::SocketAddr;
 
 use mezzo_proto::v1;

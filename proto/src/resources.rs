@@ -411,6 +411,15 @@ impl Resources {
         }
     }
 
+    /// `[cpus, mem, disk, gpus]` in thousandths when the bundle holds
+    /// nothing else (no other scalar, no ranges), as most task bundles do:
+    /// renderers then write them without walking the maps.
+    pub fn common_scalars_only(&self) -> Option<[i64; 4]> {
+        let inner = self.get();
+        let present = inner.known.iter().filter(|v| **v != 0).count();
+        (inner.ranges.is_empty() && inner.scalars.len() == present).then_some(inner.known)
+    }
+
     /// The ranges of `name` (empty when absent).
     pub fn ranges(&self, name: &str) -> RangeSet {
         self.get().ranges.get(name).cloned().unwrap_or_default()
@@ -738,6 +747,9 @@ mod tests {
         fn known_scalars_follow_the_map(a in arb_resources(), b in arb_resources(), gpus in 0u32..4) {
             let a = a.with_scalar("gpus", gpus as f64);
             for r in [a.plus(&b), a.minus(&b), b.minus(&a), a.clone()] {
+                let common = r.common_scalars_only();
+                let others = r.scalars().any(|(k, _)| !KNOWN.contains(&k)) || r.range_resources().next().is_some();
+                prop_assert_eq!(common.is_some(), !others);
                 for name in KNOWN {
                     let from_map = r.scalars().find(|(k, _)| *k == name).map(|(_, v)| v);
                     prop_assert_eq!(r.scalar_millis(name), to_fixed(from_map.unwrap_or(0.0)));
