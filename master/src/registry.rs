@@ -167,7 +167,6 @@ impl Registry for FileRegistry {
     }
 }
 
-
 /// The HA registry: the znode `<zk path>/registry`, written only while the
 /// writer's election node exists.
 #[derive(Debug, Clone)]

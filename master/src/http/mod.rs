@@ -115,9 +115,16 @@ fn leader_snapshot(s: &AppState, uri: &Uri) -> Result<Snapshot, Box<Response>> {
 }
 
 async fn state(State(s): State<AppState>, uri: Uri) -> Response {
-    match leader_snapshot(&s, &uri) {
-        Ok(snap) => Json(snap.state()).into_response(),
-        Err(r) => *r,
+    let snap = match leader_snapshot(&s, &uri) {
+        Ok(snap) => snap,
+        Err(r) => return *r,
+    };
+    // A large cluster's document takes a while to write: off the async
+    // workers, so the actor and other requests keep running meanwhile.
+    match tokio::task::spawn_blocking(move || snap.state_bytes()).await {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

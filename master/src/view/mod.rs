@@ -66,15 +66,9 @@ impl Snapshot {
         }
     }
 
-    /// The Mesos-shaped `/master/state` document, as a view that serializes
-    /// straight to bytes (the same bytes as [`state_json`]'s `Value`).
-    pub(crate) fn state(&self) -> StateJson<'_> {
-        StateJson(self)
-    }
-
-    /// The same document as bytes, written by hand where it is big: about
-    /// twice as fast as serializing [`Snapshot::state`] (`master/benches/state.rs`).
-    #[allow(dead_code)] // for the `/master/state` handler (http/mod.rs) to adopt
+    /// The Mesos-shaped `/master/state` document as bytes, written by hand
+    /// where it is big (tasks, frameworks): faster than serializing the
+    /// [`StateJson`] view (`master/benches/state.rs`), same bytes.
     pub(crate) fn state_bytes(&self) -> serde_json::Result<Vec<u8>> {
         state_bytes(self)
     }
@@ -96,8 +90,7 @@ pub mod bench_api {
         Snapshot::of(master).state_bytes().unwrap_or_default()
     }
 
-    /// The same bytes through the `Serialize` view the HTTP handler
-    /// serializes today (`Json(snap.state())`).
+    /// The same bytes through the `Serialize` view.
     pub fn state_bytes_serde(master: &Master) -> Vec<u8> {
         let snap = Snapshot::of(master);
         serde_json::to_vec(&StateJson(&snap)).unwrap_or_default()
