@@ -6,6 +6,7 @@
 //! The binary comes from `MEZZO_BIN` (set by scripts/test.sh), falling back
 //! to `target/debug/mezzo`.
 
+pub mod chaos;
 pub mod zk;
 
 use std::io::{BufRead, BufReader};
