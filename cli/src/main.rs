@@ -86,6 +86,15 @@ struct MarathonArgs {
     /// ZooKeeper session timeout; a leader that loses its session stops at once.
     #[arg(long, env = "MEZZO_MARATHON_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     zk_session_timeout: Duration,
+    /// Delay after subscribing before the first periodic reconciliation
+    /// (Marathon's `--reconciliation_initial_delay`).
+    #[arg(long, env = "MEZZO_MARATHON_RECONCILIATION_INITIAL_DELAY", default_value = "15s", value_parser = parse_duration)]
+    reconciliation_initial_delay: Duration,
+    /// Interval of implicit task reconciliation with the master: tasks the
+    /// master reports that this framework does not know are killed
+    /// (Marathon's `--reconciliation_interval`).
+    #[arg(long, env = "MEZZO_MARATHON_RECONCILIATION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    reconciliation_interval: Duration,
 }
 
 #[derive(Args)]
@@ -442,6 +451,8 @@ async fn run_marathon(args: MarathonArgs) -> Result<()> {
     config.role = args.role;
     config.zk = parse_zk(args.zk.as_deref())?;
     config.zk_session_timeout = args.zk_session_timeout;
+    config.reconciliation_initial_delay = args.reconciliation_initial_delay;
+    config.reconciliation_interval = args.reconciliation_interval;
     // SIGTERM / SIGINT drain the API and flush the store before `wait` returns.
     let marathon = mezzo_marathon::start_with(config, stop_on_signals())
         .await

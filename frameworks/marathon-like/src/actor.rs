@@ -266,7 +266,7 @@ impl Actor {
         let now = Utc::now();
         match msg {
             Msg::Job(job) => replies.push(job(&mut self.core, now)),
-            Msg::Subscribed(id) => self.core.on_subscribed(&id),
+            Msg::Subscribed(id) => self.core.on_subscribed(&id, now),
             Msg::Offers(offers) => {
                 // Plan first, so the queue reflects the latest updates.
                 self.core.tick(now);

@@ -36,7 +36,6 @@
 //! killed. Standbys redirect the API (307) to the leader and name it on `/v2/leader`.
 //! Without `--zk` the single instance leads one term forever over a [`FileStore`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 #![warn(missing_docs)]
 
 mod actor;
@@ -121,6 +120,11 @@ pub struct MarathonConfig {
     pub unhealthy_grace: Duration,
     /// Interval of the planning loop.
     pub tick: Duration,
+    /// Delay after subscribing before the first periodic reconciliation
+    /// (Marathon's `--reconciliation_initial_delay`).
+    pub reconciliation_initial_delay: Duration,
+    /// Interval of implicit reconciliation (Marathon's `--reconciliation_interval`).
+    pub reconciliation_interval: Duration,
 }
 
 impl MarathonConfig {
@@ -139,6 +143,8 @@ impl MarathonConfig {
             user: String::new(),
             unhealthy_grace: Duration::from_secs(60),
             tick: Duration::from_millis(200),
+            reconciliation_initial_delay: Duration::from_secs(15),
+            reconciliation_interval: Duration::from_secs(600),
         }
     }
 }
@@ -240,6 +246,8 @@ pub async fn start_with(
     let settings = state::Settings {
         role: config.role.clone(),
         unhealthy_grace: config.unhealthy_grace.as_secs_f64(),
+        reconciliation_initial_delay: config.reconciliation_initial_delay.as_secs_f64(),
+        reconciliation_interval: config.reconciliation_interval.as_secs_f64(),
         ..Default::default()
     };
     // Fail early on unreadable state.

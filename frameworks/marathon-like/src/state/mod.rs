@@ -277,6 +277,14 @@ pub struct Settings {
     pub kill_retry: f64,
     /// First service port.
     pub service_port_min: u64,
+    /// Seconds after subscribing before the first periodic reconciliation
+    /// (Marathon's `--reconciliation_initial_delay`, 15 s).
+    pub reconciliation_initial_delay: f64,
+    /// Seconds between implicit reconciliations (Marathon's
+    /// `--reconciliation_interval`, 600 s): tasks the master knows and this
+    /// framework does not (e.g. an agent that came back after a master
+    /// failover with tasks replaced meanwhile) are then killed.
+    pub reconciliation_interval: f64,
 }
 
 impl Default for Settings {
@@ -286,6 +294,8 @@ impl Default for Settings {
             unhealthy_grace: 60.0,
             kill_retry: 10.0,
             service_port_min: 10000,
+            reconciliation_initial_delay: 15.0,
+            reconciliation_interval: 600.0,
         }
     }
 }
@@ -350,6 +360,8 @@ pub struct Core {
     pub framework_id: Option<String>,
     /// Subscribed to a master now.
     pub connected: bool,
+    /// When the next periodic reconciliation is due (set on subscribing).
+    next_reconcile: Option<f64>,
     /// Whether offers are wanted as last told to the master (`None`: unknown).
     offers_wanted: Option<bool>,
     queued_total: usize,
@@ -398,6 +410,7 @@ impl Core {
             failures: BTreeMap::new(),
             framework_id: None,
             connected: false,
+            next_reconcile: None,
             offers_wanted: None,
             queued_total: 0,
             effects: Vec::new(),

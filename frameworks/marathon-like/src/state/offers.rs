@@ -5,13 +5,23 @@ use super::*;
 
 impl Core {
     /// The driver subscribed (first time or again): remember the id and reconcile.
-    pub fn on_subscribed(&mut self, framework_id: &str) {
+    pub fn on_subscribed(&mut self, framework_id: &str, now: DateTime<Utc>) {
         if self.framework_id.as_deref() != Some(framework_id) {
             self.framework_id = Some(framework_id.to_string());
             self.dirty.framework_id = true;
         }
         self.connected = true;
         self.offers_wanted = None;
+        self.reconcile();
+        // Agents may still be re-registering (after a master failover): a
+        // task the master learns of later is caught by the next round.
+        self.next_reconcile = Some(secs(now) + self.settings.reconciliation_initial_delay);
+    }
+
+    /// Explicit reconciliation of the tasks this framework knows, then
+    /// implicit: the master answers with every task it knows, and updates
+    /// for tasks unknown here kill them (`on_update`).
+    fn reconcile(&mut self) {
         let known: Vec<(String, String)> = self
             .instances
             .values()
@@ -21,6 +31,18 @@ impl Core {
             self.effects.push(Effect::Reconcile(known));
         }
         self.effects.push(Effect::Reconcile(Vec::new()));
+    }
+
+    /// Reconciles again when the periodic round is due.
+    pub(super) fn reconcile_periodically(&mut self, now: DateTime<Utc>) {
+        let now = secs(now);
+        match self.next_reconcile {
+            Some(due) if self.connected && now >= due => {
+                self.reconcile();
+                self.next_reconcile = Some(now + self.settings.reconciliation_interval.max(1.0));
+            }
+            _ => {}
+        }
     }
 
     /// The subscription was lost.

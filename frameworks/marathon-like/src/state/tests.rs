@@ -265,3 +265,56 @@ fn rollback_restores_the_previous_config_without_touching_its_tasks() {
     assert!(core.instances[&old_task].kill_requested_at.is_none());
     assert!(core.deployments.is_empty(), "converged at once");
 }
+
+#[test]
+fn periodic_implicit_reconciliation_finds_and_kills_tasks_this_framework_does_not_know() {
+    let settings = Settings {
+        reconciliation_initial_delay: 15.0,
+        reconciliation_interval: 600.0,
+        ..Settings::default()
+    };
+    let mut core = Core::new(settings, Box::new(SequentialIds::default()));
+    let t0 = now();
+    core.on_subscribed("fw-1", t0);
+    // On subscribing: implicit reconciliation at once (no task known yet).
+    assert_eq!(core.effects, vec![Effect::Reconcile(Vec::new())]);
+    core.effects.clear();
+    let reconciles = |core: &Core| {
+        core.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Reconcile(t) if t.is_empty()))
+            .count()
+    };
+    core.tick(t0 + chrono::Duration::seconds(10));
+    assert_eq!(reconciles(&core), 0, "not before the initial delay");
+    core.tick(t0 + chrono::Duration::seconds(16));
+    assert_eq!(reconciles(&core), 1, "after the initial delay");
+    core.effects.clear();
+    core.tick(t0 + chrono::Duration::seconds(300));
+    assert_eq!(reconciles(&core), 0, "then every interval");
+    core.tick(t0 + chrono::Duration::seconds(617));
+    assert_eq!(reconciles(&core), 1);
+    core.effects.clear();
+    // The master's answer names a task this framework never launched (an
+    // agent came back after a failover with a task replaced meanwhile).
+    core.on_update(
+        &v1::TaskStatus {
+            task_id: "web.orphan".into(),
+            agent_id: "agent-h1".into(),
+            state: v1::TaskState::TaskRunning as i32,
+            reason: v1::StatusReason::ReasonReconciliation as i32,
+            ..Default::default()
+        },
+        t0 + chrono::Duration::seconds(617),
+    );
+    assert!(core.effects.contains(&Effect::Kill {
+        task_id: "web.orphan".into(),
+        agent_id: "agent-h1".into(),
+        grace: None,
+    }));
+    // Nothing while disconnected.
+    core.effects.clear();
+    core.on_disconnected();
+    core.tick(t0 + chrono::Duration::seconds(2000));
+    assert_eq!(reconciles(&core), 0);
+}

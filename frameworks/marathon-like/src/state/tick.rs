@@ -19,6 +19,7 @@ impl Core {
         self.refresh_queue(queue, now);
         self.advance_deployments(&done, now);
         self.retry_kills(now);
+        self.reconcile_periodically(now);
         self.want_offers();
     }
 
