@@ -449,6 +449,13 @@ impl Cluster {
                 url.clone(),
                 "--zk-session-timeout".into(),
                 "2s".into(),
+                // Marathon finds tasks it no longer knows (replaced while
+                // their agent was away) by implicit reconciliation; the run
+                // is short, so it reconciles often.
+                "--reconciliation-initial-delay".into(),
+                "2s".into(),
+                "--reconciliation-interval".into(),
+                "5s".into(),
             ],
             root.path(),
         )?;

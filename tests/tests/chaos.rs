@@ -15,7 +15,6 @@ use mezzo_tests::chaos::{self, ChaosConfig};
 use mezzo_tests::init_logs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finds a real bug: MEZZO_CHAOS_SEED=1 (SIGSTOP of agent 0 for 5.9 s past 3 x 1 s pings) left 4 tasks the master reports TASK_RUNNING, holding ports, that Marathon no longer knows and never kills within 120 s of quiet"]
 async fn chaos_short_profile() -> Result<()> {
     init_logs();
     let mut cfg = ChaosConfig::from_env(Duration::from_secs(60));
