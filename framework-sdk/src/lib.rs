@@ -68,7 +68,6 @@
 //! A complete framework, `examples/launch.rs`, launches N shell tasks and reports their
 //! outcome; run it with `cargo run -p mezzo-sdk --example launch -- --help`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 #![warn(missing_docs)]
 
 mod config;

@@ -95,7 +95,10 @@ mod tests {
         let e = Exposition::new();
         e.gauge("b_gauge", "a float", 1.5)?;
         e.counter("a_total", "a counter", 3)?;
-        e.labelled_int_gauge(("c_by_state", "per state", "state"), [("RUNNING".into(), 2)])?;
+        e.labelled_int_gauge(
+            ("c_by_state", "per state", "state"),
+            [("RUNNING".into(), 2)],
+        )?;
         let text = e.render(Vec::new())?;
         let a = text.find("# HELP a_total").unwrap_or(usize::MAX);
         let b = text.find("# HELP b_gauge").unwrap_or(usize::MAX);

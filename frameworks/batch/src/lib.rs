@@ -28,7 +28,6 @@
 //! framework re-subscribes with its persisted framework id and explicitly reconciles
 //! every task it believes live.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 #![warn(missing_docs)]
 
 mod actor;
