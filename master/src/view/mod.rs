@@ -9,6 +9,7 @@ mod docs;
 mod metrics;
 mod operator;
 mod state;
+mod state_bytes;
 mod v1_json;
 
 use std::sync::Arc;
@@ -24,7 +25,8 @@ pub(crate) use docs::{
 };
 pub(crate) use metrics::metrics_json;
 pub(crate) use operator::operator_response;
-pub(crate) use state::{flags_json, master_info_json, state_bytes, state_json, StateJson};
+pub(crate) use state::{flags_json, master_info_json, state_json, StateJson};
+pub(crate) use state_bytes::state_bytes;
 pub(crate) use v1_json::{attribute_json, id_json, resource_json, status_json};
 
 /// What the actor publishes for HTTP readers.

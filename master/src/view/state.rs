@@ -27,7 +27,7 @@ pub fn master_info_json(info: &v1::MasterInfo) -> Value {
 }
 
 /// Mesos stores the IPv4 address as a uint32 in network byte order.
-fn ipv4_as_u32(ip: &str) -> u32 {
+pub(super) fn ipv4_as_u32(ip: &str) -> u32 {
     ip.parse::<std::net::Ipv4Addr>()
         .map(|a| u32::from_ne_bytes(a.octets()))
         .unwrap_or(0)
@@ -118,7 +118,7 @@ pub(crate) fn flags_json(snap: &Snapshot) -> Value {
 }
 
 /// An agent's attributes as Mesos' `{name: value}` object.
-fn attributes_json(a: &Agent) -> serde_json::Map<String, Value> {
+pub(super) fn attributes_json(a: &Agent) -> serde_json::Map<String, Value> {
     a.info
         .attributes
         .iter()
@@ -220,7 +220,7 @@ pub(crate) fn state_json(snap: &Snapshot) -> Value {
 pub(crate) struct StateJson<'a>(pub &'a Snapshot);
 
 /// An empty JSON array (`[]`).
-const NO_ITEMS: &[u8] = &[];
+pub(super) const NO_ITEMS: &[u8] = &[];
 
 impl Serialize for StateJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -282,7 +282,7 @@ impl Serialize for StateJson<'_> {
 /// map: `cpus`, `mem`, `disk` and `gpus` always, then every scalar and range
 /// resource, in name order, a range winning over a scalar of the same name
 /// as it does in [`Resources::mesos_flat`].
-struct FlatJson<'a>(&'a Resources);
+pub(super) struct FlatJson<'a>(pub(super) &'a Resources);
 
 impl Serialize for FlatJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -330,7 +330,7 @@ impl Serialize for FlatJson<'_> {
 }
 
 /// Serializes a value's `Display` text as a JSON string.
-struct Display<'a, T: std::fmt::Display>(&'a T);
+pub(super) struct Display<'a, T: std::fmt::Display>(pub(super) &'a T);
 
 impl<T: std::fmt::Display> Serialize for Display<'_, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -339,7 +339,7 @@ impl<T: std::fmt::Display> Serialize for Display<'_, T> {
 }
 
 /// A sequence serialized from an iterator made on demand.
-struct Seq<F>(F);
+pub(super) struct Seq<F>(pub(super) F);
 
 impl<F, I> Serialize for Seq<F>
 where
@@ -353,7 +353,7 @@ where
 }
 
 /// [`task_json`], serialized directly.
-struct TaskJson<'a>(&'a Task);
+pub(super) struct TaskJson<'a>(pub(super) &'a Task);
 
 impl Serialize for TaskJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -373,7 +373,7 @@ impl Serialize for TaskJson<'_> {
     }
 }
 
-struct LabelJson<'a>(&'a v1::Label);
+pub(super) struct LabelJson<'a>(pub(super) &'a v1::Label);
 
 impl Serialize for LabelJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -384,7 +384,7 @@ impl Serialize for LabelJson<'_> {
     }
 }
 
-struct StatusJson<'a>(&'a (TaskState, f64));
+pub(super) struct StatusJson<'a>(&'a (TaskState, f64));
 
 impl Serialize for StatusJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -403,7 +403,7 @@ enum FrameworkList {
 }
 
 /// `frameworks` or `completed_frameworks`.
-struct Frameworks<'a> {
+pub(super) struct Frameworks<'a> {
     snap: &'a Snapshot,
     list: FrameworkList,
 }
@@ -431,7 +431,7 @@ impl Serialize for Frameworks<'_> {
 }
 
 /// [`framework_json`], serialized directly.
-struct FrameworkJson<'a> {
+pub(super) struct FrameworkJson<'a> {
     snap: &'a Snapshot,
     f: &'a Framework,
     active: bool,
@@ -484,9 +484,9 @@ impl Serialize for FrameworkJson<'_> {
     }
 }
 
-struct OfferJson<'a> {
-    id: &'a String,
-    o: &'a crate::state::OfferRec,
+pub(super) struct OfferJson<'a> {
+    pub(super) id: &'a String,
+    pub(super) o: &'a crate::state::OfferRec,
 }
 
 impl Serialize for OfferJson<'_> {
@@ -503,7 +503,7 @@ impl Serialize for OfferJson<'_> {
 }
 
 /// `slaves`.
-struct Agents<'a>(&'a Snapshot);
+pub(super) struct Agents<'a>(pub(super) &'a Snapshot);
 
 impl Serialize for Agents<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -513,7 +513,7 @@ impl Serialize for Agents<'_> {
 
 /// One field of an agent object; the agent's keys are only known at run
 /// time (its resource names are flattened in), so they are sorted first.
-enum AgentField<'a> {
+pub(super) enum AgentField<'a> {
     Str(&'a str),
     Text(String),
     Bool(bool),
@@ -547,7 +547,7 @@ impl Serialize for AgentField<'_> {
 }
 
 /// [`agent_json`], serialized directly.
-struct AgentJson<'a>(&'a Agent);
+pub(super) struct AgentJson<'a>(pub(super) &'a Agent);
 
 impl Serialize for AgentJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -594,7 +594,7 @@ impl Serialize for AgentJson<'_> {
 }
 
 /// The entries of [`FlatJson`] as agent fields, in name order.
-fn flat_fields<'a>(r: &'a Resources, mut f: impl FnMut(&'a str, AgentField<'a>)) {
+pub(super) fn flat_fields<'a>(r: &'a Resources, mut f: impl FnMut(&'a str, AgentField<'a>)) {
     let mut keys: Vec<&'a str> = ["cpus", "mem", "disk", "gpus"]
         .into_iter()
         .chain(r.scalars().map(|(k, _)| k))
@@ -611,240 +611,8 @@ fn flat_fields<'a>(r: &'a Resources, mut f: impl FnMut(&'a str, AgentField<'a>))
 }
 
 /// A fixed-point amount as the `f64` that `Resources::scalar` returns.
-fn millis(v: i64) -> f64 {
+pub(super) fn millis(v: i64) -> f64 {
     v as f64 / 1000.0
-}
-
-// ---------------------------------------------------------------------------
-// The same bytes again, written by hand where the document is big.
-//
-// Going through serde costs a call per key and scans every key for
-// characters to escape. Tasks are nearly all of a large document, and their
-// keys are constants, so `state_bytes` writes tasks and frameworks as
-// literal fragments and leaves the rest (agents, flags, offers) to the
-// `Serialize` views above, appending to one buffer.
-// ---------------------------------------------------------------------------
-
-/// `/master/state` as bytes, the same as `serde_json::to_vec(&StateJson)`.
-pub(crate) fn state_bytes(snap: &Snapshot) -> serde_json::Result<Vec<u8>> {
-    let tasks: usize = snap
-        .frameworks
-        .values()
-        .chain(snap.completed_frameworks.iter())
-        .map(|f| f.tasks.len() + f.completed.len())
-        .sum();
-    // About 420 bytes a task: sized once, the buffer is never copied.
-    let mut out = Vec::with_capacity(64 * 1024 + tasks * 448 + snap.agents.len() * 1024);
-    let info = &snap.info;
-    let leader_pid = format!("master@{}:{}", info.ip, info.port);
-    let leader = snap
-        .leader
-        .as_ref()
-        .map(|h| format!("master@{h}"))
-        .or_else(|| snap.leading.then(|| leader_pid.clone()));
-    let reachable = snap.agents.values().filter(|a| a.reachable).count();
-    let o = &mut out;
-    o.extend_from_slice(b"{\"activated_slaves\":");
-    json(o, &reachable)?;
-    o.extend_from_slice(
-        b",\"build_date\":\"\",\"build_time\":0,\"build_user\":\"mezzo\",\
-          \"capabilities\":[],\"cluster\":\"\",\"completed_frameworks\":[",
-    );
-    for (i, f) in snap.completed_frameworks.iter().enumerate() {
-        comma(o, i);
-        framework_bytes(o, snap, f, false)?;
-    }
-    o.extend_from_slice(b"],\"deactivated_slaves\":0,\"elected_time\":");
-    json(o, &snap.elected_time)?;
-    o.extend_from_slice(b",\"flags\":");
-    json(o, &flags_json(snap))?;
-    o.extend_from_slice(b",\"frameworks\":[");
-    for (i, f) in snap.frameworks.values().enumerate() {
-        comma(o, i);
-        framework_bytes(o, snap, f, true)?;
-    }
-    o.extend_from_slice(b"],\"git_branch\":\"\",\"git_sha\":\"\",\"hostname\":");
-    string(o, &info.hostname)?;
-    o.extend_from_slice(b",\"id\":");
-    string(o, &info.id)?;
-    o.extend_from_slice(b",\"leader\":");
-    json(o, &leader)?;
-    o.extend_from_slice(b",\"leader_info\":");
-    json(o, &master_info_json(info))?;
-    o.extend_from_slice(b",\"leading\":");
-    json(o, &snap.leading)?;
-    o.extend_from_slice(b",\"log_dir\":\"\",\"mezzo_version\":");
-    string(o, env!("CARGO_PKG_VERSION"))?;
-    o.extend_from_slice(b",\"orphan_tasks\":[],\"pid\":");
-    string(o, &leader_pid)?;
-    o.extend_from_slice(b",\"recovered_slaves\":[],\"slaves\":");
-    json(o, &Agents(snap))?;
-    o.extend_from_slice(b",\"start_time\":");
-    json(o, &snap.start_time)?;
-    o.extend_from_slice(b",\"unreachable_slaves\":");
-    json(o, &(snap.agents.len() - reachable))?;
-    o.extend_from_slice(b",\"unregistered_frameworks\":[],\"version\":");
-    string(o, crate::MESOS_COMPAT_VERSION)?;
-    o.push(b'}');
-    Ok(out)
-}
-
-/// Appends `v` as serde_json writes it.
-fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> serde_json::Result<()> {
-    serde_json::to_writer(out, v)
-}
-
-fn comma(out: &mut Vec<u8>, i: usize) {
-    if i > 0 {
-        out.push(b',');
-    }
-}
-
-/// A JSON string; ids and names rarely need escaping, so they are checked
-/// with one pass and copied, and serde_json escapes the rest.
-fn string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    if s.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
-    {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-        Ok(())
-    } else {
-        json(out, s)
-    }
-}
-
-fn flat_bytes(out: &mut Vec<u8>, r: &Resources) -> serde_json::Result<()> {
-    match r.common_scalars_only() {
-        Some([cpus, mem, disk, gpus]) => {
-            out.extend_from_slice(b"{\"cpus\":");
-            json(out, &millis(cpus))?;
-            out.extend_from_slice(b",\"disk\":");
-            json(out, &millis(disk))?;
-            out.extend_from_slice(b",\"gpus\":");
-            json(out, &millis(gpus))?;
-            out.extend_from_slice(b",\"mem\":");
-            json(out, &millis(mem))?;
-            out.push(b'}');
-            Ok(())
-        }
-        None => json(out, &FlatJson(r)),
-    }
-}
-
-/// [`TaskJson`] by hand.
-fn task_bytes(out: &mut Vec<u8>, t: &Task) -> serde_json::Result<()> {
-    out.extend_from_slice(b"{\"agent_id\":");
-    string(out, &t.agent_id)?;
-    out.extend_from_slice(b",\"executor_id\":\"\",\"framework_id\":");
-    string(out, &t.framework_id)?;
-    out.extend_from_slice(b",\"id\":");
-    string(out, &t.info.task_id)?;
-    out.extend_from_slice(b",\"labels\":[");
-    for (i, l) in t.info.labels.iter().enumerate() {
-        comma(out, i);
-        out.extend_from_slice(b"{\"key\":");
-        string(out, &l.key)?;
-        out.extend_from_slice(b",\"value\":");
-        string(out, &l.value)?;
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"],\"name\":");
-    string(out, &t.info.name)?;
-    out.extend_from_slice(b",\"resources\":");
-    flat_bytes(out, &t.resources)?;
-    out.extend_from_slice(b",\"slave_id\":");
-    string(out, &t.agent_id)?;
-    out.extend_from_slice(b",\"state\":");
-    string(out, t.state.as_str_name())?;
-    out.extend_from_slice(b",\"statuses\":[");
-    for (i, (state, ts)) in t.statuses.iter().enumerate() {
-        comma(out, i);
-        out.extend_from_slice(b"{\"state\":");
-        string(out, state.as_str_name())?;
-        out.extend_from_slice(b",\"timestamp\":");
-        json(out, ts)?;
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"]}");
-    Ok(())
-}
-
-/// [`FrameworkJson`] by hand.
-fn framework_bytes(
-    out: &mut Vec<u8>,
-    snap: &Snapshot,
-    f: &Framework,
-    active: bool,
-) -> serde_json::Result<()> {
-    out.extend_from_slice(b"{\"active\":");
-    json(out, &(active && f.connected))?;
-    out.extend_from_slice(b",\"capabilities\":");
-    json(out, &f.info.capabilities)?;
-    out.extend_from_slice(b",\"checkpoint\":");
-    json(out, &f.info.checkpoint)?;
-    out.extend_from_slice(b",\"completed_tasks\":[");
-    for (i, t) in f.completed.iter().enumerate() {
-        comma(out, i);
-        task_bytes(out, t)?;
-    }
-    out.extend_from_slice(b"],\"connected\":");
-    json(out, &f.connected)?;
-    out.extend_from_slice(b",\"executors\":[],\"failover_timeout\":");
-    json(out, &f.info.failover_timeout)?;
-    out.extend_from_slice(b",\"hostname\":");
-    string(out, &f.info.hostname)?;
-    out.extend_from_slice(b",\"id\":");
-    string(out, &f.id)?;
-    out.extend_from_slice(b",\"labels\":[],\"name\":");
-    string(out, &f.info.name)?;
-    out.extend_from_slice(b",\"offered_resources\":");
-    flat_bytes(out, &f.offered)?;
-    out.extend_from_slice(b",\"offers\":");
-    json(
-        out,
-        &Seq(|| {
-            f.offers
-                .iter()
-                .filter_map(|id| snap.offers.get(id).map(|o| OfferJson { id, o }))
-        }),
-    )?;
-    out.extend_from_slice(b",\"pid\":null,\"principal\":");
-    string(out, &f.info.principal)?;
-    out.extend_from_slice(b",\"recovered\":false,\"registered_time\":");
-    json(out, &f.registered_time)?;
-    out.extend_from_slice(b",\"resources\":");
-    flat_bytes(out, &f.used.plus(&f.offered))?;
-    out.extend_from_slice(b",\"role\":");
-    string(out, &f.role)?;
-    out.extend_from_slice(b",\"roles\":[");
-    string(out, &f.role)?;
-    for unreachable in [false, true] {
-        out.extend_from_slice(if unreachable {
-            b"],\"unreachable_tasks\":["
-        } else {
-            b"],\"tasks\":["
-        });
-        let mut i = 0;
-        for t in f.tasks.values() {
-            if (t.state == TaskState::TaskUnreachable) == unreachable {
-                comma(out, i);
-                i += 1;
-                task_bytes(out, t)?;
-            }
-        }
-    }
-    out.extend_from_slice(b"],\"unregistered_time\":");
-    json(out, &f.unregistered_time.unwrap_or(0.0))?;
-    out.extend_from_slice(b",\"used_resources\":");
-    flat_bytes(out, &f.used)?;
-    out.extend_from_slice(b",\"user\":");
-    string(out, &f.info.user)?;
-    out.extend_from_slice(b",\"webui_url\":");
-    string(out, &f.info.webui_url)?;
-    out.push(b'}');
-    Ok(())
 }
 
 #[cfg(test)]
@@ -951,7 +719,7 @@ mod tests {
     fn both(snap: &Snapshot) -> (String, String) {
         let old = serde_json::to_string(&state_json(snap)).unwrap();
         let new = serde_json::to_string(&StateJson(snap)).unwrap();
-        let by_hand = String::from_utf8(super::state_bytes(snap).unwrap()).unwrap();
+        let by_hand = String::from_utf8(super::super::state_bytes(snap).unwrap()).unwrap();
         assert_eq!(new, by_hand);
         (old, new)
     }
