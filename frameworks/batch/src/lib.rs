@@ -52,7 +52,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
-pub use self::core::{Core, CoreError};
+pub use self::core::{Core, CoreError, KEPT_FINISHED_RUNS};
 pub use api::{ApiError, Embed};
 /// Re-exported: [`Clock`] and [`OffsetClock`] speak `chrono` types.
 pub use chrono;
