@@ -367,7 +367,9 @@ async fn lead(shared: Shared, mut leadership: watch::Receiver<Leadership>, stop:
         // pause before reloading, unless leadership changes meanwhile.
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = leadership.changed() => {}
+            // A closed election (its sender gone) ends the loop: retrying at
+            // once would spin, failing term after term.
+            r = leadership.changed() => if r.is_err() { return },
             _ = stop.wait() => return,
         }
     }
