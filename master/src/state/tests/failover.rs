@@ -243,14 +243,7 @@ fn an_unacknowledged_update_is_delivered_once_per_subscription_by_the_next_leade
 
 #[test]
 fn a_resubscribing_framework_gets_held_updates_at_once() {
-    let mut sim = sim();
-    sim.add_agent("a", "cpus:2;mem:512").unwrap();
-    let fid = sim.subscribe("f", "*").unwrap();
-    sim.allocate();
-    let offer = first_offer(&sim, "f");
-    sim.agents.get_mut("a").unwrap().auto_run = false;
-    sim.launch("f", &offer, vec![task("t", "cpus:1;mem:64")])
-        .unwrap();
+    let (mut sim, fid) = one_task(false);
     sim.disconnect_framework("f");
     sim.agent_update("a", &fid, "t", TaskState::TaskStarting);
     sim.agent_update("a", &fid, "t", TaskState::TaskRunning);

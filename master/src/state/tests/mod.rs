@@ -23,6 +23,21 @@ fn sim() -> Sim {
     Sim::new(MasterConfig::default(), 7)
 }
 
+/// Agent "a" (cpus:2;mem:512), framework "f", and task "t" (cpus:1;mem:64)
+/// launched on the first offer; `auto_run`: the agent reports RUNNING at
+/// once. Returns the cluster and f's id.
+fn one_task(auto_run: bool) -> (Sim, String) {
+    let mut sim = sim();
+    sim.add_agent("a", "cpus:2;mem:512").unwrap();
+    let fid = sim.subscribe("f", "*").unwrap();
+    sim.allocate();
+    let offer = first_offer(&sim, "f");
+    sim.agents.get_mut("a").unwrap().auto_run = auto_run;
+    sim.launch("f", &offer, vec![task("t", "cpus:1;mem:64")])
+        .unwrap();
+    (sim, fid)
+}
+
 fn first_offer(sim: &Sim, fw: &str) -> String {
     sim.frameworks[fw]
         .offers
@@ -402,13 +417,7 @@ fn a_framework_that_does_not_return_within_its_failover_timeout_is_removed() {
 
 #[test]
 fn reconciliation_answers_known_and_unknown_tasks() {
-    let mut sim = sim();
-    sim.add_agent("a", "cpus:2;mem:512").unwrap();
-    let fid = sim.subscribe("f", "*").unwrap();
-    sim.allocate();
-    let offer = first_offer(&sim, "f");
-    sim.launch("f", &offer, vec![task("t", "cpus:1;mem:64")])
-        .unwrap();
+    let (mut sim, fid) = one_task(true);
     let before = sim.frameworks["f"].updates.len();
     sim.call(Call::Reconcile(v1::ReconcileRequest {
         framework_id: fid.clone(),
@@ -516,13 +525,7 @@ fn a_standby_sends_nothing_and_a_deposed_leader_closes_every_stream() {
 
 #[test]
 fn acknowledged_terminal_tasks_move_to_completed() {
-    let mut sim = sim();
-    sim.add_agent("a", "cpus:2;mem:512").unwrap();
-    let fid = sim.subscribe("f", "*").unwrap();
-    sim.allocate();
-    let offer = first_offer(&sim, "f");
-    sim.launch("f", &offer, vec![task("t", "cpus:1;mem:64")])
-        .unwrap();
+    let (mut sim, fid) = one_task(true);
     sim.agent_update("a", &fid, "t", TaskState::TaskFinished);
     let fw = &sim.master.frameworks[&fid];
     assert!(!fw.tasks.contains_key("t"));
@@ -536,14 +539,7 @@ fn acknowledged_terminal_tasks_move_to_completed() {
 
 #[test]
 fn updates_are_delivered_once_each_and_in_order_across_a_framework_reconnect() {
-    let mut sim = sim();
-    sim.add_agent("a", "cpus:2;mem:512").unwrap();
-    let fid = sim.subscribe("f", "*").unwrap();
-    sim.allocate();
-    let offer = first_offer(&sim, "f");
-    sim.agents.get_mut("a").unwrap().auto_run = false;
-    sim.launch("f", &offer, vec![task("t", "cpus:1;mem:64")])
-        .unwrap();
+    let (mut sim, fid) = one_task(false);
     sim.disconnect_framework("f");
     sim.agent_update("a", &fid, "t", TaskState::TaskStarting);
     sim.agent_update("a", &fid, "t", TaskState::TaskRunning);
