@@ -333,6 +333,19 @@ impl Master {
                 t.healthy = status.healthy;
             }
             t.last_status = Some(status.clone());
+        } else if self.already_acknowledged(&update.framework_id, &status) {
+            // The framework acknowledged this terminal update but the ack
+            // never reached the agent (it was cut off): answer the agent's
+            // resend on the framework's behalf instead of delivering it again.
+            self.tell_agent(
+                agent_id,
+                master_message::Message::Acknowledge(v1::AcknowledgeUpdate {
+                    framework_id: update.framework_id,
+                    task_id: status.task_id,
+                    uuid: status.uuid,
+                }),
+            );
+            return;
         } else if !state.is_terminal() {
             debug!(task.id = %status.task_id, "status update for unknown task");
         }
@@ -350,6 +363,20 @@ impl Master {
         // Undelivered (framework disconnected) updates wait in `unacked`
         // for the framework's next subscription; the agent retries too.
         self.send_update(&update.framework_id, status);
+    }
+
+    /// True when `status` is the terminal update the framework already
+    /// acknowledged for a completed task (acknowledging it completed the task).
+    fn already_acknowledged(&self, framework_id: &str, status: &v1::TaskStatus) -> bool {
+        !status.uuid.is_empty()
+            && self.frameworks.get(framework_id).is_some_and(|fw| {
+                fw.completed.iter().rev().any(|c| {
+                    c.info.task_id == status.task_id
+                        && c.last_status
+                            .as_ref()
+                            .is_some_and(|l| l.uuid == status.uuid)
+                })
+            })
     }
 
     /// Returns a terminal task's resources to its framework and agent.

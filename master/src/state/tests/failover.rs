@@ -344,3 +344,30 @@ fn a_partition_that_spans_a_failover_heals_with_the_agents_tasks_reconciled() {
         ]
     );
 }
+
+#[test]
+fn a_terminal_update_acknowledged_while_its_agent_was_cut_off_is_not_delivered_again() {
+    // The shrunk case the random walk found: the framework acknowledges a
+    // terminal update held for it, the ack cannot reach the partitioned
+    // agent, and the re-attached agent resends it.
+    let (mut sim, fid) = one_task(true);
+    sim.disconnect_framework("f");
+    sim.agent_update("a", &fid, "t", TaskState::TaskFinished);
+    sim.partition_agent("a");
+    sim.subscribe("f", "*").unwrap();
+    assert!(sim.agents["a"]
+        .unacked
+        .contains_key(&(fid.clone(), "t".to_string())));
+    sim.disconnect_agent("a");
+    sim.attach_agent("a").unwrap();
+    let finished: Vec<_> = sim.frameworks["f"]
+        .updates
+        .iter()
+        .filter(|u| mezzo_proto::task_state(u) == TaskState::TaskFinished && !u.uuid.is_empty())
+        .collect();
+    assert_eq!(finished.len(), 1, "delivered once to this subscription");
+    assert!(
+        sim.agents["a"].unacked.is_empty(),
+        "the master acknowledged the resend"
+    );
+}
