@@ -785,6 +785,16 @@ pub fn spawn_mezzo_lines(
     prefixes: &[&str],
     log_dir: &Path,
 ) -> Result<(Proc, Vec<String>)> {
+    spawn_mezzo_env(args, prefixes, log_dir, &[])
+}
+
+/// [`spawn_mezzo_lines`] with extra environment variables for the process.
+pub fn spawn_mezzo_env(
+    args: &[String],
+    prefixes: &[&str],
+    log_dir: &Path,
+    env: &[(&str, &Path)],
+) -> Result<(Proc, Vec<String>)> {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let log = log_dir.join(format!(
         "{}-{n}.log",
@@ -797,6 +807,7 @@ pub fn spawn_mezzo_lines(
             "RUST_LOG",
             std::env::var("MEZZO_TEST_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(err)

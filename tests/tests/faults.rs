@@ -3,9 +3,7 @@
 //! is down, the scenario of issue 13), and an agent detects a reboot by the
 //! boot id (simulated by pointing it at another boot id file).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -114,15 +112,6 @@ async fn wait_port_offered(fw: &mut TestFramework, port: u16) -> Result<()> {
 /// An agent process started with extra environment (the boot id path),
 /// killed on drop; the `AgentProc` it stands in for still cleans up the
 /// work dir's processes and cgroups.
-struct EnvAgent(Child);
-
-impl Drop for EnvAgent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `mezzo agent` on `agent`'s work dir and cgroup root with
 /// `resources` and `env`, waiting for its `agent:` line.
 fn start_agent_with_env(
@@ -130,53 +119,29 @@ fn start_agent_with_env(
     master: &str,
     resources: &str,
     env: &[(&str, &Path)],
-) -> Result<EnvAgent> {
+) -> Result<Proc> {
     let dir = agent.work_dir.path();
-    let log = dir.join("agent-env.log");
-    let mut cmd = Command::new(mezzo_bin());
-    cmd.args(["agent", "--master", master, "--work-dir"])
-        .arg(dir)
-        .args([
-            "--resources",
-            resources,
-            "--cgroups-root",
-            &agent.cgroups_root,
-        ])
-        .args([
-            "--hostname",
-            "127.0.0.1",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ])
-        .env(
-            "RUST_LOG",
-            std::env::var("MEZZO_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log)?);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().context("starting the agent")?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-    let proc = EnvAgent(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("agent:") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    if rx.recv_timeout(T).is_err() {
-        bail!(
-            "the agent did not start; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
+    let args: Vec<String> = [
+        "agent",
+        "--master",
+        master,
+        "--work-dir",
+        &dir.display().to_string(),
+        "--resources",
+        resources,
+        "--cgroups-root",
+        &agent.cgroups_root,
+        "--hostname",
+        "127.0.0.1",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (proc, _) = spawn_mezzo_env(&args, &["agent:"], dir, env)?;
     Ok(proc)
 }
 
@@ -315,13 +280,7 @@ async fn orphans_of_executors_stopped_with_the_agent_are_destroyed_on_restart() 
 async fn run_then_reboot(
     master: &MasterProc,
     resources_after: &str,
-) -> Result<(
-    TestFramework,
-    AgentProc,
-    EnvAgent,
-    String,
-    tempfile::TempDir,
-)> {
+) -> Result<(TestFramework, AgentProc, Proc, String, tempfile::TempDir)> {
     let mut agent = AgentProc::start(&master.addr, "cpus:2;mem:1024", &[])?;
     let mut fw = TestFramework::start(
         &master.addr,
